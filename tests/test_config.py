@@ -1,0 +1,270 @@
+"""Unit tests for firstlayer.config: schema validation with defaults, clear errors, the run grid."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from firstlayer.config import (
+    ConfigError,
+    Run,
+    config_hash,
+    expand_grid,
+    iter_datasets,
+    kernel_sizes,
+    load_schema,
+    validate_config,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MINIMAL = """
+datasets:
+  a: {source: embedded}
+  b: {source: cifar10, root: /tmp/cifar}
+architectures:
+  lin: {model: linear, lr: 0.1, steps: 10}
+  cnn5: {model: small_cnn, kernel_size: 5, width: 8, lr: 0.1, steps: 10}
+  res: {model: resnet18, kernel_size: 7, lr: 0.1, steps: 10}
+grid:
+  - datasets: [a]
+    architectures: [lin]
+    labels: [true, random]
+"""
+
+
+@pytest.fixture
+def minimal() -> dict:
+    return yaml.safe_load(MINIMAL)
+
+
+def load(path: Path) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def rejected(config: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    return str(err.value)
+
+
+# ------------------------------------------------------------------------ valid configs
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "tests/configs/smoke.yaml"])
+def test_shipped_configs_are_valid(path):
+    if not (ROOT / path).exists():
+        pytest.skip(f"{path} does not exist")
+    raw = load(ROOT / path)
+    config = validate_config(raw)
+    for section in ("snapshots", "patches", "fit", "training"):
+        assert section in config
+    for block in config["grid"]:
+        assert "labels" in block and "seeds" in block
+        assert set(block["labels"]) <= {"true", "random"}
+    assert all("kernel_size" in a for a in config["architectures"].values())
+    assert expand_grid(config)
+
+
+def test_defaults_are_filled_everywhere(minimal):
+    schema = load_schema()
+    config = validate_config(minimal)
+    for section in ("snapshots", "patches", "fit", "training"):
+        for key, sub in schema["properties"][section]["properties"].items():
+            if "default" in sub:
+                assert config[section][key] == sub["default"], (section, key)
+    assert config["snapshots"]["count"] == 8
+    assert config["fit"]["points_per_decade"] == 40
+    assert config["grid"][0]["seeds"] == [0, 1]
+    lin = config["architectures"]["lin"]
+    assert lin["kernel_size"] == 3 and lin["optimizer"] == "sgd" and lin["batch_size"] == 64
+    assert config["datasets"]["a"]["labels"] == "photo" and config["datasets"]["a"]["image_size"] == 32
+    assert config["datasets"]["b"]["download"] is False
+    assert "labels" not in config["datasets"]["b"]  # another source's defaults do not leak in
+
+
+def test_grid_labels_default(minimal):
+    del minimal["grid"][0]["labels"]
+    assert validate_config(minimal)["grid"][0]["labels"] == ["true", "random"]
+
+
+def test_validation_does_not_modify_its_input(minimal):
+    before = copy.deepcopy(minimal)
+    validate_config(minimal)
+    assert minimal == before
+
+
+def test_bare_yaml_true_is_the_label_mode_true(minimal):
+    assert minimal["grid"][0]["labels"] == [True, "random"]  # what YAML gives
+    assert validate_config(minimal)["grid"][0]["labels"] == ["true", "random"]
+
+
+def test_explicit_values_are_kept(minimal):
+    minimal["snapshots"] = {"count": 3}
+    minimal["architectures"]["lin"]["kernel_size"] = 5
+    config = validate_config(minimal)
+    assert config["snapshots"]["count"] == 3 and config["architectures"]["lin"]["kernel_size"] == 5
+
+
+# ------------------------------------------------------------------------ errors
+
+
+def test_unknown_top_level_key(minimal):
+    minimal["trainig"] = {}
+    msg = rejected(minimal)
+    assert "trainig" in msg and "(top level)" in msg
+    for key in ("datasets", "architectures", "grid", "training", "snapshots"):
+        assert key in msg
+
+
+def test_unknown_key_in_architecture_lists_allowed_keys(minimal):
+    minimal["architectures"]["lin"]["kernal_size"] = 3
+    msg = rejected(minimal)
+    assert "architectures.lin" in msg and "kernal_size" in msg
+    assert re.search(r"allowed keys here: .*kernel_size", msg)
+    for key in ("lr", "steps", "model", "width", "batch_size"):
+        assert key in msg
+
+
+def test_negative_lr(minimal):
+    minimal["architectures"]["lin"]["lr"] = -0.1
+    msg = rejected(minimal)
+    assert "architectures.lin.lr" in msg and "-0.1" in msg
+
+
+def test_zero_lr(minimal):
+    minimal["architectures"]["lin"]["lr"] = 0
+    assert "architectures.lin.lr" in rejected(minimal)
+
+
+def test_even_kernel_size(minimal):
+    minimal["architectures"]["lin"]["kernel_size"] = 4
+    msg = rejected(minimal)
+    assert "architectures.lin.kernel_size" in msg
+    assert all(str(k) in msg for k in (1, 3, 5, 7))
+
+
+def test_unknown_model_lists_allowed(minimal):
+    minimal["architectures"]["lin"]["model"] = "vgg11"
+    msg = rejected(minimal)
+    assert "architectures.lin.model" in msg and "vgg11" in msg
+    for name in ("linear", "small_cnn", "resnet18"):
+        assert name in msg
+
+
+def test_unknown_dataset_in_grid(minimal):
+    minimal["grid"][0]["datasets"] = ["a", "imagenet"]
+    msg = rejected(minimal)
+    assert "grid.0.datasets" in msg and "imagenet" in msg and "a, b" in msg
+
+
+def test_unknown_architecture_in_grid(minimal):
+    minimal["grid"].append({"datasets": ["a"], "architectures": ["vgg"]})
+    msg = rejected(minimal)
+    assert "grid.1.architectures" in msg and "vgg" in msg and "lin" in msg
+
+
+def test_unknown_label_mode(minimal):
+    minimal["grid"][0]["labels"] = ["true", "shuffled"]
+    msg = rejected(minimal)
+    assert "grid.0.labels" in msg and "shuffled" in msg and "random" in msg
+
+
+def test_wrong_type(minimal):
+    minimal["architectures"]["lin"]["steps"] = "400"
+    msg = rejected(minimal)
+    assert "architectures.lin.steps" in msg and "integer" in msg
+
+
+def test_resnet18_width_must_be_64(minimal):
+    minimal["architectures"]["res"]["width"] = 32
+    msg = rejected(minimal)
+    assert "architectures.res.width" in msg and "64" in msg
+    minimal["architectures"]["res"]["width"] = 64
+    validate_config(minimal)
+
+
+def test_missing_required_key(minimal):
+    del minimal["grid"]
+    assert "grid" in rejected(minimal)
+
+
+def test_dataset_option_of_another_source(minimal):
+    minimal["datasets"]["a"]["root"] = "/data"
+    msg = rejected(minimal)
+    assert "datasets.a" in msg and "root" in msg
+
+
+def test_unknown_dataset_source(minimal):
+    minimal["datasets"]["a"]["source"] = "imagenet"
+    msg = rejected(minimal)
+    assert "datasets.a.source" in msg and "cifar10" in msg
+
+
+def test_error_is_a_value_error(minimal):
+    minimal["architectures"]["lin"]["lr"] = -1
+    with pytest.raises(ValueError):
+        validate_config(minimal)
+
+
+# ------------------------------------------------------------------------ grid
+
+
+def test_expand_grid_union_without_duplicates(minimal):
+    minimal["grid"] = [
+        {"datasets": ["a", "b"], "architectures": ["lin"], "labels": ["true"], "seeds": [0, 1]},
+        {"datasets": ["a"], "architectures": ["lin", "cnn5"], "labels": ["true", "random"], "seeds": [1]},
+    ]
+    runs = expand_grid(validate_config(minimal))
+    assert all(isinstance(r, Run) for r in runs)
+    assert len(runs) == len(set(runs))
+    expected = {Run(d, "lin", "true", s) for d in ("a", "b") for s in (0, 1)}
+    expected |= {Run("a", arch, lab, 1) for arch in ("lin", "cnn5") for lab in ("true", "random")}
+    assert set(runs) == expected and len(runs) == 7
+    assert runs[0] == Run("a", "lin", "true", 0)  # stable: the order of the blocks
+    assert runs == expand_grid(validate_config(minimal))
+
+
+def test_default_config_grid():
+    config = validate_config(load(ROOT / "config.yaml"))
+    runs = expand_grid(config)
+    expected = set()
+    for block in config["grid"]:
+        for d in block["datasets"]:
+            for a in block["architectures"]:
+                for lab in block["labels"]:
+                    for s in block["seeds"]:
+                        expected.add(Run(d, a, lab, int(s)))
+    assert set(runs) == expected and len(runs) == len(expected)
+
+
+def test_kernel_sizes_per_dataset(minimal):
+    minimal["grid"] = [
+        {"datasets": ["a"], "architectures": ["lin", "cnn5"]},
+        {"datasets": ["b"], "architectures": ["res"]},
+    ]
+    minimal["patches"] = {"extra_kernel_sizes": [1, 5]}
+    config = validate_config(minimal)
+    assert kernel_sizes(config, "a") == [1, 3, 5]
+    assert kernel_sizes(config, "b") == [1, 5, 7]
+    minimal["patches"] = {}
+    config = validate_config(minimal)
+    assert kernel_sizes(config, "a") == [3, 5]
+    assert kernel_sizes(config, "b") == [7]
+
+
+def test_iter_datasets_only_used(minimal):
+    config = validate_config(minimal)
+    assert list(iter_datasets(config)) == ["a"]
+
+
+def test_config_hash_is_stable_and_order_free():
+    a = config_hash({"x": 1, "y": [1, 2]})
+    assert a == config_hash({"y": [1, 2], "x": 1})
+    assert re.fullmatch(r"[0-9a-f]{12}", a)
+    assert a != config_hash({"x": 2, "y": [1, 2]})

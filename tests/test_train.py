@@ -1,0 +1,235 @@
+"""Unit tests for firstlayer.train: schedules, seeded labels and init, a tiny reproducible training run."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from firstlayer.models import first_layer
+from firstlayer.patches import normalise
+from firstlayer.train import (
+    TrainSettings,
+    _Batches,
+    init_model,
+    log_schedule,
+    random_labels,
+    resolve_device,
+    seed_streams,
+    snapshots_frame,
+    train,
+)
+
+MEAN = np.array([0.5, 0.5, 0.5])
+STD = np.array([0.25, 0.25, 0.25])
+SIZE, N = 8, 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: a second intra-op thread costs far more than it saves (and stalls on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def two_class_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 0 dark, class 1 bright (separable by a linear model), 8x8 uint8 images."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(N) % 2
+    base = torch.where(y == 1, 170, 60).view(-1, 1, 1, 1)
+    x = (base + torch.randint(-40, 41, (N, 3, SIZE, SIZE), generator=g)).clamp(0, 255).to(torch.uint8)
+    return x, y.long()
+
+
+def linear_model(seed: int = 0, width: int = 4) -> torch.nn.Module:
+    return init_model("linear", num_classes=2, kernel_size=3, width=width, image_size=SIZE, seed=seed)
+
+
+def settings(**kw) -> TrainSettings:
+    base = dict(steps=20, lr=0.01, batch_size=16, momentum=0.9, seed=0, snapshot_steps=log_schedule(20, 4),
+                eval_steps=(5, 10), train_eval_size=10_000, eval_batch_size=10, device="cpu")  # fmt: skip
+    return TrainSettings(**{**base, **kw})
+
+
+def run(model_seed: int = 0, test=None, **kw):
+    train_data = two_class_data()
+    test_data = test if test is not None else two_class_data(seed=1)
+    model = linear_model(model_seed)
+    result = train(model, "linear", train_data, test_data, MEAN, STD, settings(**kw), log=lambda _: None)
+    return model, result
+
+
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        pred = model(normalise(x, torch.tensor(MEAN), torch.tensor(STD), torch.float32)).argmax(1)
+    return float((pred == y).float().mean())
+
+
+def metric(result, name: str) -> dict[int, float]:
+    m = result.metrics[result.metrics.metric == name]
+    return dict(zip(m.step.astype(int), m.value, strict=True))
+
+
+# ------------------------------------------------------------------------ schedules and seeds
+
+
+@pytest.mark.parametrize(("steps", "count"), [(1, 1), (2, 8), (10, 3), (400, 8), (20000, 20)])
+def test_log_schedule(steps, count):
+    s = log_schedule(steps, count)
+    assert s[0] == 0 and s[-1] == steps
+    assert list(s) == sorted(set(s))
+    assert all(isinstance(v, int) for v in s)
+    assert all(0 <= v <= steps for v in s)
+    assert len(s) <= count + 2
+    if steps >= 100 * count:
+        assert len(s) >= count  # log-spaced: rounding merges only the smallest steps
+        assert 1 in s
+        ratios = np.diff(np.log(np.array(s[1:], dtype=float)))
+        assert ratios.max() < 2 * np.log(steps) / (count - 1)
+
+
+def test_seed_streams_are_deterministic_and_distinct():
+    a, b = seed_streams(3), seed_streams(3)
+    assert a == b
+    assert set(a) == {"init", "order", "labels", "eval"}
+    assert len(set(a.values())) == 4
+    assert seed_streams(4) != a
+    assert all(0 <= v < 2**63 for v in a.values())
+
+
+def test_random_labels_is_a_seeded_permutation():
+    y = torch.arange(100) % 7
+    a = random_labels(y, 11)
+    assert torch.equal(torch.bincount(a, minlength=7), torch.bincount(y, minlength=7))
+    assert torch.equal(a, random_labels(y, 11))
+    assert not torch.equal(a, random_labels(y, 12))
+    assert (a != y).float().mean() > 0.5
+    assert torch.equal(y, torch.arange(100) % 7)  # the input is not modified
+
+
+def test_init_model_is_reproducible_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a, b, c = linear_model(5), linear_model(5), linear_model(6)
+    assert torch.equal(torch.get_rng_state(), state)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert not torch.equal(first_layer(a, "linear").weight, first_layer(c, "linear").weight)
+    # the global stream then continues as if init_model had never been called
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(after, torch.rand(3))
+
+
+def test_batches_are_epochs_of_a_seeded_permutation():
+    b = _Batches(10, 3, seed=0, device=torch.device("cpu"))
+    epoch = [b.next() for _ in range(3)]
+    idx = torch.cat(epoch)
+    assert idx.shape == (9,) and len(set(idx.tolist())) == 9  # last partial batch dropped, no repeats
+    nxt = b.next()  # a new permutation starts
+    assert nxt.shape == (3,)
+    b2 = _Batches(10, 3, seed=0, device=torch.device("cpu"))
+    assert all(torch.equal(b2.next(), e) for e in epoch)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in {"cpu", "cuda"}
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            resolve_device("cuda")
+
+
+# ------------------------------------------------------------------------ training
+
+
+def test_train_is_bitwise_reproducible_and_seed_dependent():
+    _, a = run()
+    _, b = run()
+    assert list(a.snapshots) == list(b.snapshots)
+    for step in a.snapshots:
+        assert torch.equal(a.snapshots[step], b.snapshots[step])
+    assert a.metrics.equals(b.metrics)
+    _, c = run(seed=1)  # same init, other batch order
+    assert torch.equal(c.snapshots[0], a.snapshots[0])
+    assert not torch.equal(c.snapshots[20], a.snapshots[20])
+    _, d = run(model_seed=1)  # other init
+    assert not torch.equal(d.snapshots[0], a.snapshots[0])
+
+
+def test_train_snapshots_and_metrics_layout():
+    model, r = run()
+    s = settings()
+    assert sorted(r.snapshots) == sorted({0, *s.snapshot_steps, s.steps})
+    for w in r.snapshots.values():
+        assert w.shape == (4, 3, 3, 3) and w.dtype == torch.float32
+    # step 0 is the init, the last snapshot is the trained layer, and snapshots are copies
+    assert torch.equal(r.snapshots[0], first_layer(linear_model(0), "linear").weight.detach())
+    assert torch.equal(r.snapshots[20], first_layer(model, "linear").weight.detach())
+    steps = sorted(r.snapshots)
+    for i, j in itertools.pairwise(steps):  # every snapshot is a copy taken at its own step
+        assert not torch.equal(r.snapshots[i], r.snapshots[j])
+    assert set(r.metrics.columns) == {"step", "metric", "value"}
+    loss = metric(r, "loss")
+    assert sorted(loss) == list(range(1, 21)) and np.isfinite(list(loss.values())).all()
+    for name in ("train_accuracy", "test_accuracy"):
+        acc = metric(r, name)
+        assert sorted(acc) == [0, 5, 10, 20]
+        assert all(0.0 <= v <= 1.0 for v in acc.values())
+    # the toy task is learnt
+    assert np.mean([loss[i] for i in range(16, 21)]) < np.mean([loss[i] for i in range(1, 6)])
+    assert metric(r, "train_accuracy")[20] > 0.9
+    frame = snapshots_frame(r.snapshots)
+    assert len(frame) == len(r.snapshots) * 4 * 27
+
+
+def test_snapshot_and_eval_steps_are_separate_and_always_include_the_ends():
+    _, r = run(snapshot_steps=(3,), eval_steps=(7,))
+    assert sorted(r.snapshots) == [0, 3, 20]
+    assert sorted(metric(r, "train_accuracy")) == sorted(metric(r, "test_accuracy")) == [0, 7, 20]
+    _, r = run(snapshot_steps=(), eval_steps=())
+    assert sorted(r.snapshots) == [0, 20]
+    assert sorted(metric(r, "test_accuracy")) == [0, 20]
+
+
+def test_test_accuracy_is_measured_on_the_test_split():
+    """Test split = the training images with every label flipped: with two classes each prediction is right on
+    exactly one of the two splits, so test accuracy = 1 - train accuracy at every eval step."""
+    x, y = two_class_data()
+    model, r = run(test=(x, 1 - y))
+    train_acc, test_acc = metric(r, "train_accuracy"), metric(r, "test_accuracy")
+    for step in train_acc:
+        assert test_acc[step] == pytest.approx(1.0 - train_acc[step], abs=1e-12)
+    assert train_acc[20] > 0.9 and test_acc[20] < 0.1
+    assert test_acc[20] == pytest.approx(accuracy(model, x, 1 - y), abs=1e-12)
+
+
+def test_train_accuracy_uses_a_seeded_subset_of_size_train_eval_size():
+    _, r = run(train_eval_size=7)
+    values = metric(r, "train_accuracy").values()
+    assert all(round(v * 7) == pytest.approx(v * 7, abs=1e-9) for v in values)
+
+
+def test_random_labels_change_training_labels_but_not_test_labels():
+    x, y = two_class_data()
+    x_test, y_test = two_class_data(seed=1)
+    model, r = run(labels="random", seed=2)
+    train_acc, test_acc = metric(r, "train_accuracy")[20], metric(r, "test_accuracy")[20]
+    permuted = random_labels(y, seed_streams(2)["labels"])
+    assert not torch.equal(permuted, y)
+    # train accuracy is measured against the permuted labels, test accuracy against the true ones
+    assert train_acc == pytest.approx(accuracy(model, x, permuted), abs=1e-12)
+    assert test_acc == pytest.approx(accuracy(model, x_test, y_test), abs=1e-12)
+    # and the run differs from a true-label run with the same seed
+    _, r_true = run(seed=2)
+    assert not torch.equal(r.snapshots[20], r_true.snapshots[20])
+
+
+def test_unknown_label_mode_raises():
+    with pytest.raises(ValueError, match="shuffled"):
+        run(labels="shuffled")

@@ -1,0 +1,135 @@
+"""End to end: the Snakemake workflow on the smoke configuration, its outputs, and rerun-only-what-changed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "tests" / "configs" / "smoke.yaml"
+
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = SMOKE) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(configfile),
+        "--cores", "2",
+        *args,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def planned_jobs(output: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    jobs, rule = [], None
+    for line in output.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):", line):
+            if rule is not None:
+                jobs.append((rule, ""))
+            rule = m.group(1)
+        elif rule is not None and (m := re.match(r"^\s+wildcards: (.*)$", line)):
+            jobs.append((rule, m.group(1)))
+            rule = None
+    if rule is not None:
+        jobs.append((rule, ""))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("smoke")
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return workdir
+
+
+def test_every_output_is_made(smoke_run: Path) -> None:
+    results = smoke_run / "results"
+    for name in ("energy", "fits", "metrics", "consistency", "consistency_summary", "profile_contrast"):
+        assert (results / "tables" / f"{name}.parquet").stat().st_size > 0
+    for name in ("profiles", "fit_overlay", "consistency"):
+        png = (results / "figures" / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    for k, dataset in ((3, "photos"), (3, "rotations"), (5, "rotations")):
+        pca = pd.read_parquet(results / "patches" / dataset / f"k{k}" / "pca.parquet")
+        assert len(pca) == 3 * k * k and pca["eigenvalue"].is_monotonic_decreasing
+    assert not (results / "patches" / "photos" / "k5").exists()  # no network with 5x5 filters trains on photos
+    assert any((results / "logs" / "train").rglob("*.log"))
+    assert any((results / "benchmarks" / "train").rglob("*.tsv"))
+
+
+def test_tables_are_tidy_with_provenance(smoke_run: Path) -> None:
+    tables = smoke_run / "results" / "tables"
+    energy = pd.read_parquet(tables / "energy.parquet")
+    for col in ("dataset", "arch", "labels", "seed", "step", "kind", "component", "eigenvalue", "energy"):
+        assert col in energy
+    for col in ("config_hash", "firstlayer_version", "torch_version"):
+        assert energy[col].notna().all()
+    runs = energy.groupby(["dataset", "arch", "labels", "seed"]).ngroups
+    assert runs == 4 * 2 + 2 + 1
+    assert set(energy["kind"]) == {"W", "W-W0"}
+    assert (energy.loc[energy.kind == "W-W0", "step"] > 0).all()
+    fits = pd.read_parquet(tables / "fits.parquet")
+    assert len(fits) == energy.groupby(["dataset", "arch", "labels", "seed", "step", "kind"]).ngroups
+    assert np.isfinite(fits["tau"]).all() and (fits["tau"] > 0).all()
+    metrics = pd.read_parquet(tables / "metrics.parquet")
+    assert {"loss", "train_accuracy", "test_accuracy"} <= set(metrics["metric"])
+    pairs = pd.read_parquet(tables / "consistency.parquet")
+    assert {"seed", "labels", "dataset", "trained vs init"} <= set(pairs["relation"])
+
+
+def test_seeds_agree_on_the_linear_network(smoke_run: Path) -> None:
+    pairs = pd.read_parquet(smoke_run / "results" / "tables" / "consistency.parquet")
+    seed_pairs = pairs[(pairs.kind == "W-W0") & (pairs.relation == "seed") & (pairs.arch_a == "linear")]
+    assert len(seed_pairs) == 4
+    assert seed_pairs["correlation"].min() > 0.8
+
+
+def test_rerun_does_nothing(smoke_run: Path) -> None:
+    proc = snakemake(smoke_run, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_editing_one_architecture_reruns_only_its_jobs(smoke_run: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load(SMOKE.read_text())
+    config["architectures"]["small_cnn"]["lr"] = 0.05
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake(smoke_run, "--dry-run", configfile=edited)
+    assert proc.returncode == 0, proc.stderr
+    jobs = planned_jobs(proc.stdout)
+    per_run = [(rule, wc) for rule, wc in jobs if wc]
+    assert sorted(per_run) == sorted(
+        (rule, f"dataset=rotations, arch=small_cnn, labels=true, seed={seed}")
+        for rule in ("train", "energy_profile")
+        for seed in (0, 1)
+    )
+    aggregate = {rule for rule, wc in jobs if not wc}
+    assert aggregate == {
+        "collect_energy", "collect_metrics", "fit_formula", "consistency",
+        "plot_profiles", "plot_fit", "plot_consistency", "all",
+    }  # fmt: skip
+
+
+def test_bad_config_stops_before_any_job(tmp_path: Path) -> None:
+    config = yaml.safe_load(SMOKE.read_text())
+    config["architectures"]["linear"]["lr"] = -0.1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "--dry-run", configfile=bad)
+    assert proc.returncode != 0
+    assert "architectures.linear.lr" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()

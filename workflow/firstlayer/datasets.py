@@ -1,0 +1,620 @@
+"""Datasets as one uint8 array plus a tidy manifest: embedded photos, CIFAR, image folders.
+
+Every loader returns a :class:`PreparedDataset`: ``images`` (N, 3, H, W) uint8 with the
+train rows first, and a manifest with one row per image. Nothing here downloads unless a
+caller asks for it (``download=True`` for CIFAR); the embedded photos ship inside the
+scikit-image and scikit-learn wheels, so the default experiment runs offline.
+"""
+
+from __future__ import annotations
+
+import inspect
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "EMBEDDED_PHOTOS",
+    "IMAGE_EXTENSIONS",
+    "ROTATION_CLASSES",
+    "DatasetError",
+    "PreparedDataset",
+    "channel_stats",
+    "load_cifar",
+    "load_image_folder",
+    "load_photo",
+    "make_embedded_dataset",
+    "prepare_dataset",
+    "rescale_photo",
+]
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be built from the given config, paths or files."""
+
+
+SPLITS = ("train", "test")
+ROTATION_CLASSES = ("0°", "90°", "180°", "270°")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """(N, 3, H, W) uint8 images, train rows then test rows, and their manifest."""
+
+    images: np.ndarray
+    manifest: pd.DataFrame
+    # The full class list; labels alone undercount it when a subset misses a class.
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be (N, 3, H, W) uint8, got {self.images.dtype} {self.images.shape}")
+        if self.images.shape[1] != 3 or not self.images.flags.c_contiguous:
+            raise ValueError(f"images must be C-contiguous with 3 channels, got {self.images.shape}")
+        if len(self.manifest) != len(self.images):
+            raise ValueError(f"manifest has {len(self.manifest)} rows for {len(self.images)} images")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes: len(class_names), else max label + 1."""
+        if self.class_names is not None:
+            return len(self.class_names)
+        return int(self.manifest["label"].max()) + 1 if len(self.manifest) else 0
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Split name -> ((n, 3, H, W) uint8 images, (n,) int64 labels)."""
+        if name not in SPLITS:
+            raise DatasetError(f"unknown split {name!r}; use one of {list(SPLITS)}")
+        rows = np.flatnonzero(self.manifest["split"].to_numpy() == name)
+        labels = self.manifest["label"].to_numpy(dtype=np.int64)[rows]
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # contiguous: a view
+            return self.images[rows[0] : rows[-1] + 1], labels
+        return self.images[rows], labels
+
+
+def _finish(
+    images: Sequence[np.ndarray],
+    columns: Sequence[Mapping[str, Any]],
+    class_names: Sequence[str],
+) -> PreparedDataset:
+    """Per-split (n, 3, H, W) images + manifest columns -> PreparedDataset."""
+    frames = [pd.DataFrame(dict(cols)) for cols in columns]
+    manifest = pd.concat(frames, ignore_index=True)
+    manifest.insert(0, "index", np.arange(len(manifest), dtype=np.int64))
+    manifest["label"] = manifest["label"].astype(np.int64)
+    names = np.asarray(class_names, dtype=object)
+    manifest.insert(3, "class_name", names[manifest["label"].to_numpy()].astype(str))
+    stacked = np.ascontiguousarray(np.concatenate(images, axis=0), dtype=np.uint8)
+    return PreparedDataset(stacked, manifest, tuple(str(c) for c in class_names))
+
+
+# --------------------------------------------------------------------------- photos
+
+
+def _skimage_photo(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        image = getattr(skimage.data, name)()
+        return image[0] if isinstance(image, tuple) else image  # stereo pair: left
+
+    return load
+
+
+def _sklearn_photo(filename: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(filename)
+
+    return load
+
+
+# Colour photographs whose files ship in the wheels (checked offline, no pooch);
+# sizes (H, W): astronaut 512x512, chelsea 300x451, coffee 400x600, rocket 427x640,
+# hubble_deep_field 872x1000, immunohistochemistry 512x512, retina 1411x1411,
+# motorcycle 500x741, china 427x640, flower 427x640.
+_PHOTO_LOADERS: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut": _skimage_photo("astronaut"),
+    "chelsea": _skimage_photo("chelsea"),
+    "coffee": _skimage_photo("coffee"),
+    "rocket": _skimage_photo("rocket"),
+    "hubble_deep_field": _skimage_photo("hubble_deep_field"),
+    "immunohistochemistry": _skimage_photo("immunohistochemistry"),
+    "retina": _skimage_photo("retina"),
+    "motorcycle": _skimage_photo("stereo_motorcycle"),
+    "china": _sklearn_photo("china.jpg"),
+    "flower": _sklearn_photo("flower.jpg"),
+}
+EMBEDDED_PHOTOS: tuple[str, ...] = tuple(_PHOTO_LOADERS)
+
+
+def _check_photo_names(photos: Sequence[str] | None) -> tuple[str, ...]:
+    """Photo names (None = all) -> validated tuple, in the given order."""
+    if photos is None:
+        return EMBEDDED_PHOTOS
+    if isinstance(photos, str):
+        photos = [photos]
+    names = tuple(photos)
+    unknown = [p for p in names if p not in _PHOTO_LOADERS]
+    if unknown:
+        raise DatasetError(f"unknown photos {unknown} in `photos`; allowed names: {list(EMBEDDED_PHOTOS)}")
+    if not names or len(set(names)) != len(names):
+        raise DatasetError(f"`photos` must list distinct photo names, got {list(names)}")
+    return names
+
+
+@lru_cache(maxsize=16)
+def _cached_photo(name: str) -> np.ndarray:
+    image = np.ascontiguousarray(_PHOTO_LOADERS[name](), dtype=np.uint8)
+    image.setflags(write=False)
+    return image
+
+
+def load_photo(name: str) -> np.ndarray:
+    """Embedded photo name -> (H, W, 3) uint8 RGB image (a fresh copy)."""
+    (name,) = _check_photo_names([name])
+    return _cached_photo(name).copy()
+
+
+def rescale_photo(photo: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W, 3) uint8 -> (round(H*scale), round(W*scale), 3) uint8, anti-aliased."""
+    if scale == 1.0:
+        return np.array(photo, dtype=np.uint8, copy=True)
+    from skimage.transform import rescale
+
+    out = rescale(photo, scale, order=1, anti_aliasing=True, channel_axis=-1, preserve_range=True)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=32)
+def _cached_rescaled(name: str, scale: float) -> np.ndarray:
+    image = rescale_photo(_cached_photo(name), scale)
+    image.setflags(write=False)
+    return image
+
+
+# ------------------------------------------------------------------ embedded dataset
+
+
+def _photo_rng(seed: int, name: str, stream: int) -> np.random.Generator:
+    """A generator keyed by (seed, photo, stream): a photo's draws ignore the others."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode()), stream])
+
+
+def _tile_grid(
+    shape: tuple[int, ...],
+    tile: int,
+    test_fraction: float,
+    rng: np.random.Generator,
+    name: str,
+    scale: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) photo -> (n_tiles, 2) tile top-left corners and (n_tiles,) is-test mask."""
+    n_rows, n_cols = shape[0] // tile, shape[1] // tile
+    n_tiles = n_rows * n_cols
+    if n_tiles < 2:
+        raise DatasetError(
+            f"photo {name!r} rescaled by scale={scale} is {shape[0]}x{shape[1]} px and "
+            f"holds {n_tiles} tile(s) of {tile} px (2*image_size); at least 2 are needed "
+            f"(one train, one test): increase `scale`, decrease `image_size`, or drop "
+            f"it from `photos`"
+        )
+    corners = np.stack(np.divmod(np.arange(n_tiles), n_cols), axis=1) * tile
+    n_test = min(max(round(test_fraction * n_tiles), 1), n_tiles - 1)
+    is_test = np.zeros(n_tiles, dtype=bool)
+    is_test[rng.permutation(n_tiles)[:n_test]] = True
+    return corners, is_test
+
+
+def _sample_crops(
+    photo: np.ndarray,
+    corners: np.ndarray,
+    tile_ids: np.ndarray,
+    count: int,
+    size: int,
+    tile: int,
+    min_std: float,
+    rng: np.random.Generator,
+    where: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw `count` distinct crops inside the given tiles with std >= min_std.
+
+    -> (count, size, size, 3) uint8 crops, (count,) rows, cols, tile ids.
+    """
+    positions = len(tile_ids) * (tile - size + 1) ** 2
+    if count > positions:
+        raise DatasetError(
+            f"{where} hold only {positions} distinct crop positions but {count} crops "
+            f"were asked for: lower `train_per_class`/`test_per_class`, raise `scale`, "
+            f"or change `test_fraction`"
+        )
+    offsets = np.arange(size)
+    seen: set[tuple[int, int]] = set()
+    kept: list[tuple[int, int, int]] = []
+    crops: list[np.ndarray] = []
+    budget = 20 * count + 1000  # bounded retries: candidates drawn in all
+    while len(kept) < count and budget > 0:
+        m = min(max(2 * (count - len(kept)), 64), budget)
+        budget -= m
+        tiles = tile_ids[rng.integers(len(tile_ids), size=m)]
+        rows = corners[tiles, 0] + rng.integers(tile - size + 1, size=m)
+        cols = corners[tiles, 1] + rng.integers(tile - size + 1, size=m)
+        batch = photo[
+            (rows[:, None] + offsets)[:, :, None], (cols[:, None] + offsets)[:, None, :]
+        ]  # (m, size, size, 3)
+        stds = batch.reshape(m, -1).std(axis=1, dtype=np.float64)
+        for i in range(m):
+            key = (int(rows[i]), int(cols[i]))
+            if stds[i] < min_std or key in seen:
+                continue
+            seen.add(key)
+            kept.append((key[0], key[1], int(tiles[i])))
+            crops.append(batch[i])
+            if len(kept) == count:
+                break
+    if len(kept) < count:
+        raise DatasetError(
+            f"found only {len(kept)} of {count} distinct crops with pixel std >= "
+            f"min_std={min_std} in {where}: lower `min_std`, ask for fewer crops "
+            f"(`train_per_class`/`test_per_class`), raise `scale`, or drop the photo "
+            f"from `photos`"
+        )
+    info = np.asarray(kept, dtype=np.int64)
+    return np.stack(crops), info[:, 0], info[:, 1], info[:, 2]
+
+
+def _even_counts(total: int, parts: int) -> list[int]:
+    """Split `total` into `parts` near-equal counts, the larger ones first."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise DatasetError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_fraction(name: str, value: Any) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise DatasetError(f"`{name}` must be a number strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def make_embedded_dataset(
+    *,
+    labels: str = "photo",
+    photos: Sequence[str] | None = None,
+    train_per_class: int = 256,
+    test_per_class: int = 64,
+    image_size: int = 32,
+    scale: float = 0.5,
+    test_fraction: float = 0.25,
+    min_std: float = 6.0,
+    seed: int = 0,
+) -> PreparedDataset:
+    """CIFAR-like (N, 3, image_size, image_size) crops of the embedded photos.
+
+    Each rescaled photo is tiled into squares of side 2*image_size; a seeded draw puts
+    ~test_fraction of the tiles in test, and every crop lies inside one tile of its
+    split, so no train crop overlaps a test crop. labels="photo": label = photo index.
+    labels="rotation": label k = crop rotated by np.rot90(k) (counter-clockwise k*90°),
+    drawn evenly across photos, so labels carry no mean-colour information.
+    """
+    if labels not in ("photo", "rotation"):
+        raise DatasetError(f"`labels` must be 'photo' or 'rotation', got {labels!r}")
+    names = _check_photo_names(photos)
+    counts = {
+        "train": _check_int("train_per_class", train_per_class, 1),
+        "test": _check_int("test_per_class", test_per_class, 1),
+    }
+    size = _check_int("image_size", image_size, 8)
+    seed = _check_int("seed", seed, 0)
+    test_fraction = _check_fraction("test_fraction", test_fraction)
+    if not isinstance(scale, (int, float)) or not float(scale) > 0:
+        raise DatasetError(f"`scale` must be a number > 0, got {scale!r}")
+    if not isinstance(min_std, (int, float)) or not float(min_std) >= 0:
+        raise DatasetError(f"`min_std` must be a number >= 0, got {min_std!r}")
+    scale, tile = float(scale), 2 * size
+
+    if labels == "photo":
+        class_names: tuple[str, ...] = names
+        per_photo = {s: [counts[s]] * len(names) for s in SPLITS}
+    else:
+        class_names = ROTATION_CLASSES
+        per_photo = {s: _even_counts(4 * counts[s], len(names)) for s in SPLITS}
+
+    parts: dict[str, list[dict[str, np.ndarray]]] = {s: [] for s in SPLITS}
+    for p, name in enumerate(names):
+        photo = _cached_rescaled(name, scale)
+        corners, is_test = _tile_grid(photo.shape, tile, test_fraction, _photo_rng(seed, name, 0), name, scale)
+        crop_rng = _photo_rng(seed, name, 1)
+        for split in SPLITS:
+            n = per_photo[split][p]
+            if n == 0:
+                continue
+            tile_ids = np.flatnonzero(is_test == (split == "test"))
+            crops, rows, cols, tiles = _sample_crops(
+                photo,
+                corners,
+                tile_ids,
+                n,
+                size,
+                tile,
+                float(min_std),
+                crop_rng,
+                where=f"the {split} tiles of photo {name!r}",
+            )
+            parts[split].append({"crops": crops, "row": rows, "col": cols, "tile": tiles, "photo_index": np.full(n, p)})
+
+    images, columns = [], []
+    for s, split in enumerate(SPLITS):
+        cat = {k: np.concatenate([d[k] for d in parts[split]]) for k in parts[split][0]}
+        crops, n = cat["crops"], len(cat["crops"])
+        if labels == "photo":
+            label = cat["photo_index"]
+            k_rot = np.zeros(n, dtype=np.int64)
+        else:
+            # Crops are grouped by photo in random order: cycling k gives every photo
+            # (near-)equal counts of each rotation, and exactly n/4 per rotation overall.
+            k_rot = np.arange(n, dtype=np.int64) % 4
+            label = k_rot
+            for k in range(1, 4):
+                crops[k_rot == k] = np.rot90(crops[k_rot == k], k, axes=(1, 2))
+        order = np.random.default_rng([seed, 0, s]).permutation(n)  # shuffle the split
+        photo_names = np.asarray(names, dtype=object)[cat["photo_index"]]
+        images.append(crops[order].transpose(0, 3, 1, 2))
+        columns.append(
+            {
+                "split": split,
+                "label": label[order],
+                "source": photo_names[order].astype(str),
+                "photo": photo_names[order].astype(str),
+                "row": cat["row"][order],
+                "col": cat["col"][order],
+                "tile": cat["tile"][order],
+                "rotation": 90 * k_rot[order],
+            }
+        )
+    return _finish(images, columns, class_names)
+
+
+# -------------------------------------------------------------------------- CIFAR
+
+
+def _cifar_class(variant: str) -> type:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    classes = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+    if variant not in classes:
+        raise DatasetError(f"`variant` must be one of {list(classes)}, got {variant!r}")
+    return classes[variant]
+
+
+def _check_max(name: str, value: Any) -> int | None:
+    return None if value is None else _check_int(name, value, 1)
+
+
+def load_cifar(
+    root: str | Path,
+    *,
+    variant: str = "cifar10",
+    download: bool = False,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> PreparedDataset:
+    """CIFAR-10/100 python-pickle files under root -> (N, 3, 32, 32) PreparedDataset.
+
+    max_train / max_test keep the first n images of each split.
+    """
+    cls = _cifar_class(variant)
+    limits = {"train": _check_max("max_train", max_train), "test": _check_max("max_test", max_test)}
+    root = Path(root).expanduser()
+    folder = root / cls.base_folder
+    expected = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    missing = [f for f in expected if not (folder / f).is_file()]
+    if missing and not download:
+        raise DatasetError(
+            f"{variant} not found: expected {expected} in {folder} (missing "
+            f"{missing}). Set `download: true` in this dataset's config to fetch it "
+            f"into `root` {root}, or place the extracted files there"
+        )
+    images, columns = [], []
+    for split in SPLITS:
+        # torchvision reads the pickles and checks every file's md5 against the
+        # published archive; we keep its checks rather than re-implementing the format.
+        try:
+            data = cls(str(root), train=split == "train", download=download)
+        except RuntimeError as err:
+            raise DatasetError(
+                f"{variant} files in {folder} failed torchvision's md5 integrity check "
+                f"({err}); delete them and set `download: true`, or place the original "
+                f"files there"
+            ) from err
+        except OSError as err:  # urllib's URLError: no network, proxy, ...
+            raise DatasetError(
+                f"downloading {variant} into {root} failed ({err}); place the extracted "
+                f"{cls.base_folder}/ folder there by hand and set `download: false`"
+            ) from err
+        n = len(data.data) if limits[split] is None else min(limits[split], len(data))
+        images.append(np.ascontiguousarray(data.data[:n].transpose(0, 3, 1, 2)))
+        columns.append({"split": split, "label": np.asarray(data.targets[:n], dtype=np.int64), "source": variant})
+    return _finish(images, columns, data.classes)
+
+
+# -------------------------------------------------------------------- image folder
+
+
+def _class_files(folder: Path) -> dict[str, list[Path]]:
+    """Folder with one sub-folder per class -> {class: sorted image files (recursive)}."""
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return {
+        c: sorted(
+            (
+                p
+                for p in (folder / c).rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            ),
+            key=lambda p: p.relative_to(folder).as_posix(),
+        )
+        for c in classes
+    }
+
+
+def _read_square(path: Path, size: int) -> tuple[np.ndarray, int, int]:
+    """Image file -> (3, size, size) uint8 (shorter side resized, centre-cropped), H, W."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+    except OSError as err:
+        raise DatasetError(f"cannot read image {path}: {err}; remove or replace it") from err
+    w, h = rgb.size
+    short = min(w, h)
+    new_w, new_h = max(size, round(w * size / short)), max(size, round(h * size / short))
+    # Pillow's bilinear resize widens its kernel when shrinking, i.e. it anti-aliases.
+    resized = rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    square = np.asarray(resized.crop((left, top, left + size, top + size)))
+    return np.ascontiguousarray(square.transpose(2, 0, 1)), h, w
+
+
+def load_image_folder(
+    root: str | Path,
+    *,
+    image_size: int = 32,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    max_per_class: int | None = None,
+) -> PreparedDataset:
+    """Class sub-folders under root -> (N, 3, image_size, image_size) PreparedDataset.
+
+    Uses root/train and root/val (else root/test) as the splits when they exist;
+    otherwise splits each class's files by a seeded permutation. max_per_class keeps
+    the first n sorted files of each class (per split with train/val folders, before
+    the split otherwise).
+    """
+    size = _check_int("image_size", image_size, 8)
+    seed = _check_int("seed", seed, 0)
+    test_fraction = _check_fraction("test_fraction", test_fraction)
+    cap = _check_max("max_per_class", max_per_class)
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(
+            f"image folder `root` {root} does not exist; point `root` "
+            f"at a folder with one sub-folder of images per class"
+        )
+    hint = f"expected one sub-folder per class holding {list(IMAGE_EXTENSIONS)} files"
+
+    test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    files: dict[str, dict[str, list[Path]]]
+    if (root / "train").is_dir() and test_dir is not None:
+        base = {"train": root / "train", "test": test_dir}
+        files = {s: {c: fs[:cap] for c, fs in _class_files(base[s]).items()} for s in SPLITS}
+        if list(files["train"]) != list(files["test"]):
+            raise DatasetError(
+                f"class folders differ between {base['train']} and {base['test']}: "
+                f"{sorted(set(files['train']) ^ set(files['test']))}; both splits need "
+                f"the same class sub-folders"
+            )
+        for split in SPLITS:
+            empty = [c for c, fs in files[split].items() if not fs]
+            if not files[split] or empty:
+                raise DatasetError(f"no images in {base[split]} (empty classes: {empty}); {hint}")
+    else:
+        by_class = {c: fs[:cap] for c, fs in _class_files(root).items()}
+        small = [c for c, fs in by_class.items() if len(fs) < 2]
+        if not by_class:
+            raise DatasetError(
+                f"no usable images in {root}: it has no class sub-folders; {hint} (or train/ and val/ folders of them)"
+            )
+        if small:
+            raise DatasetError(
+                f"too few images in {root}: classes {small} have fewer than 2 image "
+                f"files; the seeded train/test split needs at least 2 per class"
+            )
+        rng = np.random.default_rng(seed)
+        files = {s: {} for s in SPLITS}
+        for c, fs in by_class.items():
+            n_test = min(max(round(test_fraction * len(fs)), 1), len(fs) - 1)
+            is_test = np.zeros(len(fs), dtype=bool)
+            is_test[rng.permutation(len(fs))[:n_test]] = True
+            files["train"][c] = [fs[i] for i in np.flatnonzero(~is_test)]
+            files["test"][c] = [fs[i] for i in np.flatnonzero(is_test)]
+
+    class_names = list(files["train"])
+    images, columns = [], []
+    for split in SPLITS:
+        paths = [(label, f) for label, c in enumerate(class_names) for f in files[split][c]]
+        read = [_read_square(f, size) for _, f in paths]
+        images.append(np.stack([r[0] for r in read]))
+        columns.append(
+            {
+                "split": split,
+                "label": np.asarray([label for label, _ in paths], dtype=np.int64),
+                "source": [f.relative_to(root).as_posix() for _, f in paths],
+                "orig_height": np.asarray([r[1] for r in read], dtype=np.int64),
+                "orig_width": np.asarray([r[2] for r in read], dtype=np.int64),
+            }
+        )
+    return _finish(images, columns, class_names)
+
+
+# ---------------------------------------------------------------------- dispatch
+
+
+_LOADERS: dict[str, Callable[..., PreparedDataset]] = {
+    "embedded": make_embedded_dataset,
+    "cifar10": load_cifar,
+    "cifar100": load_cifar,
+    "folder": load_image_folder,
+}
+
+
+def prepare_dataset(spec: Mapping[str, Any]) -> PreparedDataset:
+    """Config mapping {source: embedded|cifar10|cifar100|folder, **options} -> dataset."""
+    options = dict(spec)
+    source = options.pop("source", None)
+    if source not in _LOADERS:
+        raise DatasetError(f"dataset `source` must be one of {list(_LOADERS)}, got {source!r}")
+    loader = _LOADERS[source]
+    allowed = [p for p in inspect.signature(loader).parameters if p != "variant"]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise DatasetError(f"unknown options {unknown} for dataset source {source!r}; allowed: {allowed}")
+    if "root" in allowed and options.get("root") is None:
+        raise DatasetError(f"dataset source {source!r} needs `root`: the folder that holds (or will hold) its files")
+    if source.startswith("cifar"):
+        options["variant"] = source
+    return loader(**options)
+
+
+# ------------------------------------------------------------------- statistics
+
+
+def channel_stats(images: np.ndarray, *, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, H, W) uint8 -> (3,) mean, (3,) std in [0, 1] units, exact float64."""
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
+        raise DatasetError(
+            f"channel_stats needs non-empty (N, C, H, W) uint8 images, got {images.dtype} {images.shape}"
+        )
+    channels = images.shape[1]
+    s1 = np.zeros(channels, dtype=np.uint64)
+    s2 = np.zeros(channels, dtype=np.uint64)
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk]
+        s1 += block.sum(axis=(0, 2, 3), dtype=np.uint64)
+        s2 += np.square(block, dtype=np.uint32).sum(axis=(0, 2, 3), dtype=np.uint64)
+    n = images.shape[0] * images.shape[2] * images.shape[3]
+    # Integer sums are exact; the variance numerator n*S2 - S1^2 uses Python ints.
+    mean = np.array([int(a) / n for a in s1], dtype=np.float64)
+    var = np.array([(n * int(s2[c]) - int(s1[c]) ** 2) / n**2 for c in range(channels)], dtype=np.float64)
+    return mean / 255.0, np.sqrt(var) / 255.0

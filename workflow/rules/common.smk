@@ -1,0 +1,107 @@
+# Grids from the config, input functions and wildcard constraints. No rules here.
+import sys
+from pathlib import Path
+
+# The firstlayer package lives in workflow/. Jobs' scripts find it through the link workflow/scripts/firstlayer
+# (Snakemake puts a script's folder on its sys.path), so it needs no install inside a rule's conda env.
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+from firstlayer.config import (
+    ConfigError,
+    canonical,
+    config_hash,
+    expand_grid,
+    kernel_sizes,
+    validate_config,
+)
+
+try:
+    _validated = validate_config(config)
+except ConfigError as error:
+    sys.exit(f"firstlayer: {error}")
+config.clear()
+config.update(_validated)
+
+RUNS = expand_grid(config)
+DATASETS = sorted({run.dataset for run in RUNS})
+RUN_PATTERN = "{dataset}/{arch}/{labels}/seed{seed}"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z][A-Za-z0-9_]*",
+    arch="[A-Za-z][A-Za-z0-9_]*",
+    labels="true|random",
+    seed=r"\d+",
+    k=r"\d+",
+
+
+def run_paths(pattern):
+    """`pattern` filled in for every run of the grid."""
+    return [pattern.format(**run._asdict()) for run in RUNS]
+
+
+def pca_paths():
+    return [
+        f"results/patches/{dataset}/k{k}/pca.parquet"
+        for dataset in DATASETS
+        for k in kernel_sizes(config, dataset)
+    ]
+
+
+def all_outputs(wildcards):
+    return [
+        *pca_paths(),
+        "results/tables/energy.parquet",
+        "results/tables/fits.parquet",
+        "results/tables/metrics.parquet",
+        "results/tables/consistency.parquet",
+        "results/tables/consistency_summary.parquet",
+        "results/tables/profile_contrast.parquet",
+        "results/figures/profiles.png",
+        "results/figures/fit_overlay.png",
+        "results/figures/consistency.png",
+    ]
+
+
+def dataset_spec(wildcards):
+    return canonical(config["datasets"][wildcards.dataset])
+
+
+def arch_spec(wildcards):
+    return config["architectures"][wildcards.arch]
+
+
+def arch_kernel_size(wildcards):
+    return arch_spec(wildcards)["kernel_size"]
+
+
+def fit_settings(wildcards):
+    return canonical(config["fit"])
+
+
+def run_pca(wildcards):
+    """The PCA matching a run: its dataset, at its architecture's kernel size."""
+    return f"results/patches/{wildcards.dataset}/k{arch_kernel_size(wildcards)}/pca.parquet"
+
+
+def train_settings(wildcards):
+    """Everything that determines a training run's result (also hashed as its provenance)."""
+    return canonical(
+        {
+            "dataset": wildcards.dataset,
+            "arch": wildcards.arch,
+            "labels": wildcards.labels,
+            "seed": int(wildcards.seed),
+            "architecture": arch_spec(wildcards),
+            "snapshots": config["snapshots"],
+            "training": config["training"],
+            "data": dataset_spec(wildcards),
+        }
+    )
+
+
+def train_runtime(wildcards):
+    """Minutes to ask for: a generous CPU estimate from the number of images the run processes."""
+    spec = arch_spec(wildcards)
+    images = spec["steps"] * spec["batch_size"]
+    per_second = {"linear": 2000, "small_cnn": 500, "resnet18": 20}[spec["model"]]
+    return 10 + int(3 * images / per_second / 60)

@@ -1,0 +1,39 @@
+rule energy_profile:
+    input:
+        pca=run_pca,
+        snapshots="results/train/{dataset}/{arch}/{labels}/seed{seed}/snapshots.parquet",
+    output:
+        energy="results/energy/{dataset}/{arch}/{labels}/seed{seed}.parquet",
+    log:
+        "results/logs/energy_profile/{dataset}/{arch}/{labels}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/energy_profile/{dataset}/{arch}/{labels}/seed{seed}.tsv"
+    conda:
+        "../../envs/firstlayer.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        model=lambda wildcards: arch_spec(wildcards)["model"],
+    script:
+        "../scripts/energy_profile.py"
+
+
+rule collect_energy:
+    input:
+        energy=run_paths(f"results/energy/{RUN_PATTERN}.parquet"),
+    output:
+        energy="results/tables/energy.parquet",
+    log:
+        "results/logs/collect_energy.log",
+    benchmark:
+        "results/benchmarks/collect_energy.tsv"
+    conda:
+        "../../envs/firstlayer.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/collect_tables.py"

@@ -1,0 +1,19 @@
+rule fit_formula:
+    input:
+        energy="results/tables/energy.parquet",
+    output:
+        fits="results/tables/fits.parquet",
+    log:
+        "results/logs/fit_formula.log",
+    benchmark:
+        "results/benchmarks/fit_formula.tsv"
+    conda:
+        "../../envs/firstlayer.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        fit=fit_settings,
+    script:
+        "../scripts/fit_formula.py"

@@ -1,0 +1,22 @@
+rule train:
+    input:
+        images="results/data/{dataset}/images.npy",
+        manifest="results/data/{dataset}/manifest.parquet",
+    output:
+        snapshots="results/train/{dataset}/{arch}/{labels}/seed{seed}/snapshots.parquet",
+        metrics="results/train/{dataset}/{arch}/{labels}/seed{seed}/metrics.parquet",
+    log:
+        "results/logs/train/{dataset}/{arch}/{labels}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{dataset}/{arch}/{labels}/seed{seed}.tsv"
+    conda:
+        "../../envs/firstlayer.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=train_runtime,
+        gpu=1,
+    params:
+        settings=train_settings,
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,15 @@
+"""Pairwise correlations of final energy profiles across seeds, architectures, datasets and label modes."""
+
+import pandas as pd
+
+from firstlayer.analysis import consistency_summary, final_profiles, pairwise_consistency, profile_contrast
+from firstlayer.io import job_log, write_table
+
+with job_log(snakemake.log[0]):
+    profiles = final_profiles(pd.read_parquet(snakemake.input.energy))
+    pairs = pairwise_consistency(profiles)
+    summary = consistency_summary(pairs)
+    write_table(pairs, snakemake.output.pairs)
+    write_table(summary, snakemake.output.summary)
+    write_table(profile_contrast(profiles), snakemake.output.contrast)
+    print(summary.to_string(index=False))
