@@ -12,15 +12,6 @@ CASES = [(a, k) for a in ARCHITECTURES for k in (3, 5)] + [("resnet18", 7)]
 DEFAULT_WIDTH = {"linear": 64, "small_cnn": 32, "resnet18": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second intra-op thread costs far more than it saves (and stalls on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def x() -> torch.Tensor:
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -22,15 +22,6 @@ MEAN = np.array([0.3, 0.5, 0.6])
 STD = np.array([0.2, 0.25, 0.3])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second intra-op thread costs far more than it saves (and stalls on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_images(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, 3, h, w), dtype=np.uint8)
 

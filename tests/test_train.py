@@ -27,15 +27,6 @@ STD = np.array([0.25, 0.25, 0.25])
 SIZE, N = 8, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second intra-op thread costs far more than it saves (and stalls on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def two_class_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Class 0 dark, class 1 bright (separable by a linear model), 8x8 uint8 images."""
     g = torch.Generator().manual_seed(seed)
