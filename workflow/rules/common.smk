@@ -10,6 +10,7 @@ from firstlayer.config import (
     canonical,
     config_hash,
     expand_grid,
+    iter_datasets,
     kernel_sizes,
     validate_config,
 )
@@ -22,7 +23,7 @@ config.clear()
 config.update(_validated)
 
 RUNS = expand_grid(config)
-DATASETS = sorted({run.dataset for run in RUNS})
+DATASETS = list(iter_datasets(config))
 RUN_PATTERN = "{dataset}/{arch}/{labels}/seed{seed}"
 
 
