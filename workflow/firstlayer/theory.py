@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+#: Rounds of local refinement after the coarse grid (each narrows the step 16-fold).
+REFINEMENTS = 2
+
 #: Eigenvalues below this fraction of the largest are treated as this fraction (keeps 1/sqrt finite).
 EIGENVALUE_FLOOR = 1e-12
 
@@ -63,8 +66,8 @@ def fit_effective_time(
 ) -> Fit:
     """(P, d) or (d,) measured profiles -> the tau maximising each one's correlation with the formula.
 
-    A coarse log grid is scored for all profiles at once, then a 33-point grid spanning one coarse step on either
-    side of each best point refines it.
+    A coarse log grid is scored for all profiles at once, then local 33-point grids spanning one step of the
+    previous grid on either side of each best point refine it (REFINEMENTS rounds).
     """
     p = _standardise(np.atleast_2d(np.asarray(profiles, dtype=np.float64)))
     taus = tau_grid(eigenvalues, points_per_decade, decades_beyond)
@@ -74,13 +77,16 @@ def fit_effective_time(
     top = scores[np.arange(len(best)), best]
     # at either end the formula saturates (sqrt(lambda) early, 1/sqrt(lambda) late): ties there mean unbounded
     at_bound = (top - scores[:, 0] <= 1e-12) | (top - scores[:, -1] <= 1e-12)
+    log_tau = np.log(taus[best])
     step = np.log(taus[1] / taus[0])
-    local = np.log(taus[best])[:, None] + np.linspace(-step, step, 33)[None, :]  # (P, 33)
-    fine = _standardise(formula_profile(eigenvalues, np.exp(local).ravel())).reshape(*local.shape, -1)
-    corr = np.einsum("pd,ptd->pt", p, fine)
-    j = np.argmax(corr, axis=1)
     rows = np.arange(p.shape[0])
-    return Fit(np.exp(local[rows, j]), corr[rows, j], at_bound)
+    for _ in range(REFINEMENTS):  # each round: 33 points over +-1 step of the previous grid around its best
+        local = log_tau[:, None] + np.linspace(-step, step, 33)[None, :]  # (P, 33)
+        fine = _standardise(formula_profile(eigenvalues, np.exp(local).ravel())).reshape(*local.shape, -1)
+        corr = np.einsum("pd,ptd->pt", p, fine)
+        j = np.argmax(corr, axis=1)
+        log_tau, step = local[rows, j], step / 16
+    return Fit(np.exp(log_tau), corr[rows, j], at_bound)
 
 
 def fit_frame(energy: pd.DataFrame, *, points_per_decade: int = 40, decades_beyond: float = 2.0) -> pd.DataFrame:
