@@ -8,13 +8,21 @@ import pytest
 import torch
 from torch import nn
 
+from firstlayer.datasets import channel_stats
 from firstlayer.energy import pca_basis
 from firstlayer.patches import (
+    MAX_IMAGES_PER_CHUNK,
+    PIXEL_OFFSET,
     PatchMoments,
+    channel_moments,
+    moments_from_frames,
     normalise,
     patch_moments,
     patch_pca,
     pca_frame,
+    raw_patch_moments,
+    shard_bounds,
+    shard_moments_frame,
     unfold_patches,
 )
 
@@ -79,6 +87,68 @@ def test_moments_add_halves_equals_one_pass():
     np.testing.assert_allclose(s.total, whole.total, rtol=1e-12)
     np.testing.assert_allclose(s.outer, whole.outer, rtol=1e-12)
     np.testing.assert_allclose(s.covariance(), whole.covariance(), rtol=1e-10, atol=1e-12)
+
+
+def unfold_raw_moments(images: np.ndarray, k: int) -> PatchMoments:
+    """The straightforward float64 computation: unfold every patch of (pixel - 128), then p^T p."""
+    p = unfold_patches(torch.from_numpy(images).double() - PIXEL_OFFSET, k)
+    return PatchMoments(p.shape[0], p.sum(0).numpy(), (p.T @ p).numpy())
+
+
+@pytest.mark.parametrize(
+    ("n", "h", "w", "k", "chunk"),
+    [(9, 32, 32, 3, 4), (4, 32, 32, 7, 1024), (6, 11, 19, 5, 5), (3, 33, 47, 9, 2), (5, 4, 4, 4, 2), (3, 5, 6, 1, 3)],
+)
+def test_raw_moments_are_exactly_the_unfolded_float64_sums(n, h, w, k, chunk):
+    """Integer pixel products summed in exact float32 chunks equal float64 unfolding bit for bit."""
+    images = random_images(n, h, w, seed=k + h)
+    m, ref = raw_patch_moments(images, k, images_per_chunk=chunk), unfold_raw_moments(images, k)
+    assert m.count == ref.count
+    np.testing.assert_array_equal(m.total, ref.total)
+    np.testing.assert_array_equal(m.outer, ref.outer)
+
+
+def test_raw_moments_exact_at_the_largest_chunk_of_extreme_pixels():
+    """1024 images of 0s and 255s: the float32 partial sums reach 2^24 and must still be exact."""
+    rng = np.random.default_rng(3)
+    images = np.where(rng.random((MAX_IMAGES_PER_CHUNK, 3, 5, 5)) < 0.5, 0, 255).astype(np.uint8)
+    images[:, 0] = 0  # channel 0 all -128 after the offset: sum of squares = 1024 * 128^2 * 9 patches' worth
+    m, ref = raw_patch_moments(images, 3, images_per_chunk=MAX_IMAGES_PER_CHUNK), unfold_raw_moments(images, 3)
+    np.testing.assert_array_equal(m.outer, ref.outer)
+    with pytest.raises(ValueError, match="images_per_chunk"):
+        raw_patch_moments(images, 3, images_per_chunk=MAX_IMAGES_PER_CHUNK + 1)
+
+
+def test_shards_sum_to_the_single_pass_exactly():
+    images = random_images(23, 9, 9, seed=4)
+    whole = raw_patch_moments(images, 3)
+    frames = []
+    for start, stop in reversed(shard_bounds(len(images), 5)):  # any order
+        part = images[start:stop]
+        patch, pixel = raw_patch_moments(part, 3, images_per_chunk=2), raw_patch_moments(part, 1)
+        frames.append(shard_moments_frame(patch, pixel, kernel_size=3, start=start, stop=stop, images=len(images)))
+    summed = moments_from_frames(frames, "patch")
+    assert summed.count == whole.count
+    np.testing.assert_array_equal(summed.outer, whole.outer)
+    np.testing.assert_array_equal(summed.total, whole.total)
+    mean, std = channel_moments(moments_from_frames(frames, "pixel"))
+    ref_mean, ref_std = channel_stats(images)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-14)
+    np.testing.assert_allclose(std, ref_std, rtol=1e-12)
+    with pytest.raises(ValueError, match="tile"):
+        moments_from_frames(frames[1:], "patch")  # the last shard missing
+    with pytest.raises(ValueError, match="tile"):
+        moments_from_frames(frames[:2] + frames[3:], "patch")  # a middle shard missing
+    with pytest.raises(ValueError, match="tile"):
+        moments_from_frames(frames + frames[:1], "patch")  # a shard twice
+
+
+def test_shard_bounds():
+    assert shard_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert shard_bounds(8, 4) == [(0, 4), (4, 8)]
+    assert shard_bounds(3, 100) == [(0, 3)]
+    with pytest.raises(ValueError, match="positive"):
+        shard_bounds(3, 0)
 
 
 def test_moments_accept_torch_and_reject_bad_input():

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +68,29 @@ def test_every_output_is_made(smoke_run: Path) -> None:
     assert not (results / "patches" / "photos" / "k5").exists()  # no network with 5x5 filters trains on photos
     assert any((results / "logs" / "train").rglob("*.log"))
     assert any((results / "benchmarks" / "train").rglob("*.tsv"))
+
+
+def test_sharded_patch_pca_equals_a_single_pass(smoke_run: Path) -> None:
+    """3 shards per dataset (shard_size 40 of 96 training images), reduced: the covariance of one float64 pass."""
+    from firstlayer.datasets import channel_stats
+    from firstlayer.io import load_dataset
+    from firstlayer.patches import normalise, unfold_patches
+
+    results = smoke_run / "results"
+    for k, dataset in ((3, "photos"), (5, "rotations")):
+        shards = sorted((results / "patches" / dataset / f"k{k}" / "shards").glob("*.parquet"))
+        assert [p.name for p in shards] == ["0.parquet", "1.parquet", "2.parquet"]
+        data = load_dataset(results / "data" / dataset / "images.npy", results / "data" / dataset / "manifest.parquet")
+        images, _ = data.split("train")
+        mean, std = channel_stats(images)
+        x = normalise(torch.from_numpy(images), torch.tensor(mean), torch.tensor(std), torch.float64)
+        evals, evecs = np.linalg.eigh(np.cov(unfold_patches(x, k).numpy().T, bias=True))
+        pca = pd.read_parquet(results / "patches" / dataset / f"k{k}" / "pca.parquet")
+        np.testing.assert_allclose(pca.eigenvalue.to_numpy(), evals[::-1], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(np.stack(pca.input_mean.iloc[0]), mean, rtol=1e-13)
+        np.testing.assert_allclose(np.stack(pca.input_std.iloc[0]), std, rtol=1e-12)
+        top = np.stack(pca.eigenvector.to_numpy())[0]
+        assert abs(abs(top @ evecs[:, -1]) - 1) < 1e-9
 
 
 def test_tables_are_tidy_with_provenance(smoke_run: Path) -> None:

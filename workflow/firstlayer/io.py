@@ -59,9 +59,10 @@ def save_dataset(dataset: PreparedDataset, images_path: str | Path, manifest_pat
     manifest.to_parquet(manifest_path, index=False)
 
 
-def load_dataset(images_path: str | Path, manifest_path: str | Path) -> PreparedDataset:
-    """Inverse of save_dataset."""
-    images = np.load(images_path)
+def load_dataset(images_path: str | Path, manifest_path: str | Path, *, mmap: bool = False) -> PreparedDataset:
+    """Inverse of save_dataset; ``mmap=True`` maps the images read-only instead of reading them (for jobs that
+    use a slice of a large dataset)."""
+    images = np.load(images_path, mmap_mode="r" if mmap else None)
     manifest = pd.read_parquet(manifest_path)
     if len(manifest) != images.shape[0]:
         raise ValueError(f"{manifest_path} has {len(manifest)} rows for {images.shape[0]} images in {images_path}")

@@ -14,6 +14,7 @@ from firstlayer.config import (
     kernel_sizes,
     validate_config,
 )
+from firstlayer.patches import shard_bounds
 
 try:
     _validated = validate_config(config)
@@ -33,6 +34,7 @@ wildcard_constraints:
     labels="true|random",
     seed=r"\d+",
     k=r"\d+",
+    shard=r"\d+",
 
 
 def run_paths(pattern):
@@ -82,6 +84,32 @@ def fit_settings(wildcards):
 def run_pca(wildcards):
     """The PCA matching a run: its dataset, at its architecture's kernel size."""
     return f"results/patches/{wildcards.dataset}/k{arch_kernel_size(wildcards)}/pca.parquet"
+
+
+def patch_shards(wildcards):
+    """The shard tables of a dataset's training images at one kernel size (their number is known once the
+    dataset is prepared: prepare_dataset is a checkpoint)."""
+    import pandas as pd
+
+    manifest = checkpoints.prepare_dataset.get(
+        dataset=wildcards.dataset
+    ).output.manifest
+    split = pd.read_parquet(manifest, columns=["split"])["split"]
+    shards = shard_bounds(
+        int((split == "train").sum()), config["patches"]["shard_size"]
+    )
+    return [
+        f"results/patches/{wildcards.dataset}/k{wildcards.k}/shards/{i}.parquet"
+        for i in range(len(shards))
+    ]
+
+
+def patch_shard_mem_mb(wildcards):
+    """MiB for a shard job: its uint8 images, four float32 copies of a chunk and the interpreter."""
+    side = config["datasets"][wildcards.dataset].get("image_size", 32)
+    shard = config["patches"]["shard_size"] * 3 * side * side
+    chunk = 4 * 4 * config["patches"]["images_per_chunk"] * 3 * side * side
+    return 800 + (shard + chunk) // 2**20
 
 
 def train_settings(wildcards):

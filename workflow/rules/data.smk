@@ -1,4 +1,4 @@
-rule prepare_dataset:
+checkpoint prepare_dataset:
     output:
         images="results/data/{dataset}/images.npy",
         manifest="results/data/{dataset}/manifest.parquet",

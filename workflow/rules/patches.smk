@@ -1,7 +1,30 @@
-rule patch_pca:
+rule patch_shard:
     input:
         images="results/data/{dataset}/images.npy",
         manifest="results/data/{dataset}/manifest.parquet",
+    output:
+        moments="results/patches/{dataset}/k{k}/shards/{shard}.parquet",
+    log:
+        "results/logs/patch_shard/{dataset}/k{k}/{shard}.log",
+    benchmark:
+        "results/benchmarks/patch_shard/{dataset}/k{k}/{shard}.tsv"
+    conda:
+        "../../envs/firstlayer.yaml"
+    threads: 1
+    resources:
+        mem_mb=patch_shard_mem_mb,
+        runtime=30,
+    params:
+        shard_size=config["patches"]["shard_size"],
+        images_per_chunk=config["patches"]["images_per_chunk"],
+        device=config["patches"]["device"],
+    script:
+        "../scripts/patch_shard.py"
+
+
+rule patch_pca:
+    input:
+        shards=patch_shards,
     output:
         pca="results/patches/{dataset}/k{k}/pca.parquet",
     log:
@@ -13,8 +36,6 @@ rule patch_pca:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=30,
-    params:
-        images_per_chunk=config["patches"]["images_per_chunk"],
+        runtime=10,
     script:
         "../scripts/patch_pca.py"
