@@ -17,6 +17,8 @@ Run by hand: python benchmarks/bench_patches.py [--images 50000] [--threads 2] [
 from __future__ import annotations
 
 import argparse
+import gc
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +34,7 @@ from firstlayer.patches import (
     normalise,
     normalise_moments,
     patch_pca,
+    raw_moments,
     raw_patch_moments,
     shard_bounds,
     shard_moments_frame,
@@ -57,21 +60,31 @@ def stand_in(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
     return out
 
 
-def _status_kib(field: str) -> int:
+def _rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError("VmRSS")
 
 
 def measure(fn: Callable[[], object]) -> tuple[object, float, float]:
-    """(result, seconds, peak resident memory above the starting point in MiB) of one call."""
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set (VmHWM) to the current one
-    before = _status_kib("VmRSS")
+    """(result, seconds, peak resident memory above the starting point in MiB, sampled every 5 ms)."""
+    gc.collect()
+    before, peak, done = _rss_mib(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mib())
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     t0 = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - t0
-    return result, seconds, (_status_kib("VmHWM") - before) / 1024
+    done.set()
+    sampler.join()
+    return result, seconds, max(peak[0], _rss_mib()) - before
 
 
 def published_pca(images: np.ndarray, mean: np.ndarray, std: np.ndarray, k: int) -> torch.Tensor:
@@ -100,8 +113,9 @@ def two_pass_reference(images: np.ndarray, mean: np.ndarray, std: np.ndarray, k:
 
 
 def ours(images: np.ndarray, k: int, chunk: int) -> PatchMoments:
-    raw = raw_patch_moments(images, k, images_per_chunk=chunk)
-    return normalise_moments(raw, *channel_moments(raw_patch_moments(images, 1, images_per_chunk=chunk)))
+    """Exact moments of all k x k patches and of all pixels (one pass), normalised like the network input."""
+    raw, pixels = raw_moments(images, k, images_per_chunk=chunk)
+    return normalise_moments(raw, *channel_moments(pixels))
 
 
 def main() -> None:

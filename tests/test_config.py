@@ -10,13 +10,17 @@ import pytest
 import yaml
 
 from firstlayer.config import (
+    STACKABLE_MODELS,
     ConfigError,
     Run,
+    TrainJob,
     config_hash,
     expand_grid,
     iter_datasets,
     kernel_sizes,
     load_schema,
+    parse_seed_key,
+    train_jobs,
     validate_config,
 )
 
@@ -241,6 +245,41 @@ def test_default_config_grid():
                     for s in block["seeds"]:
                         expected.add(Run(d, a, lab, int(s)))
     assert set(runs) == expected and len(runs) == len(expected)
+
+
+def test_train_jobs_group_seeds_per_architecture(minimal):
+    minimal["architectures"]["lin"]["seeds_per_job"] = 2
+    minimal["grid"] = [
+        {"datasets": ["a"], "architectures": ["lin", "cnn5"], "labels": ["true"], "seeds": [0, 1, 2]},
+        {"datasets": ["a"], "architectures": ["lin"], "labels": ["true"], "seeds": [7]},
+    ]
+    jobs = train_jobs(validate_config(minimal))
+    assert jobs == [
+        TrainJob("a", "lin", "true", (0, 1)),
+        TrainJob("a", "lin", "true", (2, 7)),
+        TrainJob("a", "cnn5", "true", (0,)),
+        TrainJob("a", "cnn5", "true", (1,)),
+        TrainJob("a", "cnn5", "true", (2,)),
+    ]
+    assert [j.seed_key for j in jobs[:3]] == ["0+1", "2+7", "0"]
+    assert all(parse_seed_key(j.seed_key) == j.seeds for j in jobs)
+    runs = {(r.dataset, r.arch, r.labels, r.seed) for r in expand_grid(validate_config(minimal))}
+    assert runs == {(j.dataset, j.arch, j.labels, s) for j in jobs for s in j.seeds}  # every run exactly once
+
+
+def test_seeds_per_job_only_for_stackable_models(minimal):
+    minimal["architectures"]["res"]["seeds_per_job"] = 4
+    msg = rejected(minimal)
+    assert "architectures.res.seeds_per_job" in msg and "linear, small_cnn" in msg
+    minimal["architectures"]["res"]["seeds_per_job"] = 1
+    minimal["architectures"]["cnn5"]["seeds_per_job"] = 4
+    validate_config(minimal)
+
+
+def test_stackable_models_match_the_trainer():
+    from firstlayer.train import STACKABLE
+
+    assert tuple(STACKABLE) == STACKABLE_MODELS
 
 
 def test_kernel_sizes_per_dataset(minimal):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -11,8 +12,10 @@ import torch
 from firstlayer.models import first_layer
 from firstlayer.patches import normalise
 from firstlayer.train import (
+    STACKABLE,
     TrainSettings,
     _Batches,
+    _linear_stacked,
     init_model,
     log_schedule,
     random_labels,
@@ -20,6 +23,7 @@ from firstlayer.train import (
     seed_streams,
     snapshots_frame,
     train,
+    train_seeds,
 )
 
 MEAN = np.array([0.5, 0.5, 0.5])
@@ -224,3 +228,102 @@ def test_random_labels_change_training_labels_but_not_test_labels():
 def test_unknown_label_mode_raises():
     with pytest.raises(ValueError, match="shuffled"):
         run(labels="shuffled")
+
+
+# ------------------------------------------------------------------------ several seeds at once
+
+MODEL_KW = dict(num_classes=2, kernel_size=3, width=4, image_size=SIZE)
+
+
+def sequential_and_stacked(arch: str, seeds: list[int], **kw):
+    """Each seed trained alone by ``train`` and all of them at once by ``train_seeds``, on the toy task."""
+    s = settings(train_eval_size=40, **kw)  # a per-seed subset of the 64 training images
+    data, test = two_class_data(), two_class_data(seed=1)
+    alone = [
+        train(init_model(arch, seed=seed, **MODEL_KW), arch, data, test, MEAN, STD,
+              dataclasses.replace(s, seed=seed), log=lambda _: None)
+        for seed in seeds
+    ]  # fmt: skip
+    together = train_seeds(arch, MODEL_KW, data, test, MEAN, STD, s, seeds, log=lambda _: None)
+    return alone, together
+
+
+def assert_same_run(a, b) -> None:
+    assert list(a.snapshots) == list(b.snapshots)
+    for step, w in a.snapshots.items():
+        assert b.snapshots[step].shape == w.shape and b.snapshots[step].dtype == torch.float32
+        torch.testing.assert_close(b.snapshots[step], w, rtol=1e-5, atol=1e-5 * float(w.abs().max()))
+    assert a.metrics[["step", "metric"]].equals(b.metrics[["step", "metric"]])
+    accuracy_rows = a.metrics.metric != "loss"
+    assert np.array_equal(a.metrics.value[accuracy_rows], b.metrics.value[accuracy_rows])
+    np.testing.assert_allclose(b.metrics.value[~accuracy_rows], a.metrics.value[~accuracy_rows], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", STACKABLE)
+@pytest.mark.parametrize("labels", ["true", "random"])
+@pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 0.01), ("adam", 0.003)])
+def test_train_seeds_equals_one_train_per_seed(arch, labels, optimizer, lr):
+    alone, together = sequential_and_stacked(arch, [0, 3, 7], labels=labels, optimizer=optimizer, lr=lr,
+                                             weight_decay=1e-3)  # fmt: skip
+    assert len(together) == 3
+    for a, b in zip(alone, together, strict=True):
+        assert_same_run(a, b)
+        assert b.extra["seeds"] == 3 and b.extra["images_per_second"] > 0
+
+
+@pytest.mark.parametrize("arch", STACKABLE)
+def test_train_seeds_with_one_seed(arch):
+    alone, together = sequential_and_stacked(arch, [5])
+    assert len(together) == 1
+    assert_same_run(alone[0], together[0])
+
+
+def test_train_seeds_gives_each_seed_its_own_run():
+    _, (a, b, c) = sequential_and_stacked("small_cnn", [1, 2, 1], labels="random")
+    assert not torch.equal(a.snapshots[0], b.snapshots[0])  # init
+    assert not torch.equal(a.snapshots[20], b.snapshots[20])
+    assert not a.metrics.equals(b.metrics)
+    for step in a.snapshots:  # a repeated seed is the same run
+        assert torch.equal(a.snapshots[step], c.snapshots[step])
+
+
+def test_train_seeds_rejects_what_it_cannot_stack():
+    data = two_class_data()
+    with pytest.raises(ValueError, match=r"resnet18.*linear, small_cnn"):
+        train_seeds("resnet18", MODEL_KW, data, data, MEAN, STD, settings(), [0, 1])
+    with pytest.raises(ValueError, match="at least one seed"):
+        train_seeds("linear", MODEL_KW, data, data, MEAN, STD, settings(), [])
+    with pytest.raises(ValueError, match="shuffled"):
+        train_seeds("linear", MODEL_KW, data, data, MEAN, STD, settings(labels="shuffled"), [0])
+
+
+def test_linear_input_space_forward_equals_the_modules():
+    """The stacked linear forward (one transposed conv of the weights, then x . G) is LinearCNN's forward."""
+    models = [linear_model(seed) for seed in (0, 1)]
+    params = {name: torch.stack([m.get_parameter(name) for m in models]) for name, _ in models[0].named_parameters()}
+    x = torch.randn(2, 5, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = torch.stack([m(x[i]) for i, m in enumerate(models)])
+        torch.testing.assert_close(_linear_stacked(params, x), expected, rtol=1e-5, atol=1e-5)
+        shared = torch.stack([m(x[0]) for m in models])  # one batch for every seed (the test split)
+        torch.testing.assert_close(_linear_stacked(params, x[0]), shared, rtol=1e-5, atol=1e-5)
+
+
+def test_compile_flag_wraps_the_training_forward(monkeypatch):
+    """compile=True sends the training forward through torch.compile (faked here: compiling is slow on a CPU);
+    the eager module is still the one snapshotted, so the run is unchanged."""
+    compiled = []
+
+    def fake_compile(fn, *args, **kwargs):
+        compiled.append(fn)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model, r = run(compile=True)
+    assert compiled == [model]
+    _, plain = run()
+    assert all(torch.equal(r.snapshots[k], plain.snapshots[k]) for k in plain.snapshots)
+    data = two_class_data()
+    train_seeds("small_cnn", MODEL_KW, data, data, MEAN, STD, settings(compile=True, steps=2), [0], log=lambda _: None)
+    assert len(compiled) == 2 and callable(compiled[1])
+    assert TrainSettings(steps=1, lr=0.1).compile is False

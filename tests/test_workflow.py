@@ -102,6 +102,12 @@ def test_tables_are_tidy_with_provenance(smoke_run: Path) -> None:
         assert energy[col].notna().all()
     runs = energy.groupby(["dataset", "arch", "labels", "seed"]).ngroups
     assert runs == 4 * 2 + 2 + 1
+    # linear trains both seeds in one job (seeds_per_job: 2): one file, both seeds in it
+    grouped = pd.read_parquet(
+        smoke_run / "results" / "train" / "photos" / "linear" / "true" / "seed0+1" / "snapshots.parquet"
+    )
+    assert sorted(grouped.seed.unique()) == [0, 1]
+    assert not (smoke_run / "results" / "train" / "photos" / "linear" / "true" / "seed0").exists()
     assert set(energy["kind"]) == {"W", "W-W0"}
     assert (energy.loc[energy.kind == "W-W0", "step"] > 0).all()
     fits = pd.read_parquet(tables / "fits.parquet")
@@ -136,7 +142,7 @@ def test_editing_one_architecture_reruns_only_its_jobs(smoke_run: Path, tmp_path
     jobs = planned_jobs(proc.stdout)
     per_run = [(rule, wc) for rule, wc in jobs if wc]
     assert sorted(per_run) == sorted(
-        (rule, f"dataset=rotations, arch=small_cnn, labels=true, seed={seed}")
+        (rule, f"dataset=rotations, arch=small_cnn, labels=true, seeds={seed}")
         for rule in ("train", "energy_profile")
         for seed in (0, 1)
     )

@@ -28,6 +28,29 @@ class Run(NamedTuple):
     seed: int
 
 
+class TrainJob(NamedTuple):
+    """One training job: a run family trained for one or more seeds in one process (``seeds_per_job``)."""
+
+    dataset: str
+    arch: str
+    labels: str
+    seeds: tuple[int, ...]
+
+    @property
+    def seed_key(self) -> str:
+        """The seeds as they appear in paths: '0' for one seed, '0+1+2' for a group."""
+        return "+".join(str(s) for s in self.seeds)
+
+
+#: Models whose seeds can be trained together in one process (firstlayer.train.STACKABLE holds the same names).
+STACKABLE_MODELS = ("linear", "small_cnn")
+
+
+def parse_seed_key(key: str) -> tuple[int, ...]:
+    """Inverse of TrainJob.seed_key."""
+    return tuple(int(s) for s in key.split("+"))
+
+
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """The config schema as a dict."""
     with open(path) as fh:
@@ -104,6 +127,11 @@ def _cross_check(config: dict[str, Any]) -> None:
                         + ", ".join(sorted(config[table]))
                     )
     for name, arch in config["architectures"].items():
+        if arch["seeds_per_job"] > 1 and arch["model"] not in STACKABLE_MODELS:
+            problems.append(
+                f"config key 'architectures.{name}.seeds_per_job': {arch['model']} trains one seed per job; "
+                f"several seeds per job need a model without batch statistics: {', '.join(STACKABLE_MODELS)}"
+            )
         if arch["model"] == "resnet18" and arch.get("width", 64) != 64:
             problems.append(
                 f"config key 'architectures.{name}.width': resnet18's stem has 64 filters "
@@ -123,6 +151,20 @@ def expand_grid(config: Mapping[str, Any]) -> list[Run]:
                     for seed in block["seeds"]:
                         runs[Run(dataset, arch, labels, int(seed))] = None
     return list(runs)
+
+
+def train_jobs(config: Mapping[str, Any]) -> list[TrainJob]:
+    """The grid's runs grouped into training jobs: each run family's seeds, in grid order, in groups of its
+    architecture's ``seeds_per_job``."""
+    families: dict[tuple[str, str, str], list[int]] = {}
+    for run in expand_grid(config):
+        families.setdefault((run.dataset, run.arch, run.labels), []).append(run.seed)
+    jobs = []
+    for (dataset, arch, labels), seeds in families.items():
+        size = config["architectures"][arch].get("seeds_per_job", 1)
+        for i in range(0, len(seeds), size):
+            jobs.append(TrainJob(dataset, arch, labels, tuple(seeds[i : i + size])))
+    return jobs
 
 
 def kernel_sizes(config: Mapping[str, Any], dataset: str) -> list[int]:

@@ -1,6 +1,6 @@
 rule collect_metrics:
     input:
-        metrics=run_paths(f"results/train/{RUN_PATTERN}/metrics.parquet"),
+        metrics=job_paths(f"results/train/{JOB_PATTERN}/metrics.parquet"),
     output:
         metrics="results/tables/metrics.parquet",
     log:

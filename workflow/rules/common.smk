@@ -12,6 +12,8 @@ from firstlayer.config import (
     expand_grid,
     iter_datasets,
     kernel_sizes,
+    parse_seed_key,
+    train_jobs,
     validate_config,
 )
 from firstlayer.patches import shard_bounds
@@ -24,22 +26,29 @@ config.clear()
 config.update(_validated)
 
 RUNS = expand_grid(config)
+# Training jobs: a run family's seeds, one per job or `seeds_per_job` together ('seed0', 'seed0+1' in paths).
+JOBS = train_jobs(config)
 DATASETS = list(iter_datasets(config))
-RUN_PATTERN = "{dataset}/{arch}/{labels}/seed{seed}"
+JOB_PATTERN = "{dataset}/{arch}/{labels}/seed{seeds}"
 
 
 wildcard_constraints:
     dataset="[A-Za-z][A-Za-z0-9_]*",
     arch="[A-Za-z][A-Za-z0-9_]*",
     labels="true|random",
-    seed=r"\d+",
+    seeds=r"\d+(\+\d+)*",
     k=r"\d+",
     shard=r"\d+",
 
 
-def run_paths(pattern):
-    """`pattern` filled in for every run of the grid."""
-    return [pattern.format(**run._asdict()) for run in RUNS]
+def job_paths(pattern):
+    """`pattern` filled in for every training job of the grid."""
+    return [
+        pattern.format(
+            dataset=job.dataset, arch=job.arch, labels=job.labels, seeds=job.seed_key
+        )
+        for job in JOBS
+    ]
 
 
 def pca_paths():
@@ -119,7 +128,7 @@ def train_settings(wildcards):
             "dataset": wildcards.dataset,
             "arch": wildcards.arch,
             "labels": wildcards.labels,
-            "seed": int(wildcards.seed),
+            "seeds": list(parse_seed_key(wildcards.seeds)),
             "architecture": arch_spec(wildcards),
             "snapshots": config["snapshots"],
             "training": config["training"],
@@ -129,8 +138,8 @@ def train_settings(wildcards):
 
 
 def train_runtime(wildcards):
-    """Minutes to ask for: a generous CPU estimate from the number of images the run processes."""
+    """Minutes to ask for: a generous CPU estimate from the number of images the job's seeds process."""
     spec = arch_spec(wildcards)
-    images = spec["steps"] * spec["batch_size"]
+    images = spec["steps"] * spec["batch_size"] * len(parse_seed_key(wildcards.seeds))
     per_second = {"linear": 2000, "small_cnn": 500, "resnet18": 20}[spec["model"]]
     return 10 + int(3 * images / per_second / 60)

@@ -1,13 +1,13 @@
 rule energy_profile:
     input:
         pca=run_pca,
-        snapshots="results/train/{dataset}/{arch}/{labels}/seed{seed}/snapshots.parquet",
+        snapshots="results/train/{dataset}/{arch}/{labels}/seed{seeds}/snapshots.parquet",
     output:
-        energy="results/energy/{dataset}/{arch}/{labels}/seed{seed}.parquet",
+        energy="results/energy/{dataset}/{arch}/{labels}/seed{seeds}.parquet",
     log:
-        "results/logs/energy_profile/{dataset}/{arch}/{labels}/seed{seed}.log",
+        "results/logs/energy_profile/{dataset}/{arch}/{labels}/seed{seeds}.log",
     benchmark:
-        "results/benchmarks/energy_profile/{dataset}/{arch}/{labels}/seed{seed}.tsv"
+        "results/benchmarks/energy_profile/{dataset}/{arch}/{labels}/seed{seeds}.tsv"
     conda:
         "../../envs/firstlayer.yaml"
     threads: 1
@@ -22,7 +22,7 @@ rule energy_profile:
 
 rule collect_energy:
     input:
-        energy=run_paths(f"results/energy/{RUN_PATTERN}.parquet"),
+        energy=job_paths(f"results/energy/{JOB_PATTERN}.parquet"),
     output:
         energy="results/tables/energy.parquet",
     log:

@@ -3,12 +3,12 @@ rule train:
         images="results/data/{dataset}/images.npy",
         manifest="results/data/{dataset}/manifest.parquet",
     output:
-        snapshots="results/train/{dataset}/{arch}/{labels}/seed{seed}/snapshots.parquet",
-        metrics="results/train/{dataset}/{arch}/{labels}/seed{seed}/metrics.parquet",
+        snapshots="results/train/{dataset}/{arch}/{labels}/seed{seeds}/snapshots.parquet",
+        metrics="results/train/{dataset}/{arch}/{labels}/seed{seeds}/metrics.parquet",
     log:
-        "results/logs/train/{dataset}/{arch}/{labels}/seed{seed}.log",
+        "results/logs/train/{dataset}/{arch}/{labels}/seed{seeds}.log",
     benchmark:
-        "results/benchmarks/train/{dataset}/{arch}/{labels}/seed{seed}.tsv"
+        "results/benchmarks/train/{dataset}/{arch}/{labels}/seed{seeds}.tsv"
     conda:
         "../../envs/firstlayer.yaml"
     threads: 1
