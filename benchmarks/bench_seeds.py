@@ -3,7 +3,7 @@ CNN and the small CNN at their default shapes (32x32x3 uint8 stand-in images, 10
 the same torch thread count. Images are counted as steps x batch x seeds over each side's wall time. Target:
 ``train_seeds`` >= 2x the images/s of the sequential runs; every seed's first-layer trajectory (all snapshots) the
 same to float rounding. Run by hand: python benchmarks/bench_seeds.py [--seeds 8] [--steps 200] [--threads 2]
-[--models linear small_cnn]"""
+[--repeats 1] [--models linear small_cnn]"""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 converts and normalises each uint8 image on its own, a DataLoader with two workers, ``loss.item()`` every step), on
 the same model, batch size, data and optimiser. Target: >= 1.5x the baseline's images/s on CPU; ResNet-18 (CIFAR
 stem, bf16 + channels_last, batch 512) >= 30,000 images/s on one GPU.
-Run by hand: python benchmarks/bench_train.py [--steps 200] [--threads 2] [--models small_cnn linear] [--resnet18]"""
+Run by hand: python benchmarks/bench_train.py [--steps 200] [--threads 2] [--repeats 2] [--models small_cnn linear]
+[--resnet18 [--compile]]"""
 
 from __future__ import annotations
 
