@@ -128,7 +128,7 @@ def raw_moments(
     torch.set_float32_matmul_precision("highest")  # no TF32 on GPUs: products must stay exact
     try:
         for start in range(0, n, images_per_chunk):
-            x = images[start : start + images_per_chunk].to(device).float()
+            x = images[start : start + images_per_chunk].to(device)
             m = x.shape[0]
             if pending + m > MAX_IMAGES_PER_CHUNK:
                 rows += rows32
@@ -141,13 +141,19 @@ def raw_moments(
             # block of b pixels of a row is then one (b*c, m) matrix, and its halo (b + 2(k-1) pixels, k-1 rows
             # further down at most) another, both plain strided views. Halo pixels past a row's end read the
             # next row (or the zero margin): those products are never used by a window sum below.
+            # Pixels minus 128 come from the uint8 pixels by flipping the top bit and reading the bytes as int8
+            # (x ^ 0x80 == x - 128 in two's complement): one uint8 transpose, then one converting copy. Columns
+            # w .. wp-1 and the margin are never written and stay zero.
             margin = (k * wp + bh) * c * m
             if m not in buffers:
-                buffers[m] = torch.zeros(h * wp * c * m + 2 * margin, device=device)
-            buf = buffers[m]
+                buffers[m] = (
+                    torch.zeros(h * wp * c * m + 2 * margin, device=device),
+                    torch.empty(h, w, c, m, dtype=torch.uint8, device=device),
+                )
+            buf, shifted = buffers[m]
             region = buf[margin : margin + h * wp * c * m]
-            region.view(h, wp, c, m)[:, :w].copy_(x.permute(2, 3, 1, 0))
-            region.sub_(PIXEL_OFFSET).view(h, wp, c, m)[:, w:] = 0
+            torch.bitwise_xor(x.permute(2, 3, 1, 0), PIXEL_OFFSET, out=shifted)
+            region.view(h, wp, c, m)[:, :w].copy_(shifted.view(torch.int8))
             pixels32 += region.view(-1, m).sum(1)
             block = b * c * m
             own = buf.as_strided((h * nb, b * c, m), (block, m, 1), margin)
