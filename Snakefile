@@ -5,6 +5,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# The study in a few paragraphs, opening `snakemake --report results/report.html`.
+report: "workflow/report/workflow.rst"
+
+
 # A --configfile given on the command line replaces config.yaml (it is not merged into it).
 if not workflow.config_settings.configfiles:
 
@@ -17,8 +21,10 @@ include: "workflow/rules/patches.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/energy.smk"
 include: "workflow/rules/fit.smk"
+include: "workflow/rules/theory.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/pretrained.smk"
 
 
 rule all:

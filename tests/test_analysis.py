@@ -189,3 +189,131 @@ def test_profile_contrast_of_synthetic_runs(finals):
     init = out[out.kind == "W0"]
     trained = out[out.kind == "W"]
     assert init.coefficient_of_variation.max() < trained.coefficient_of_variation.min()
+
+
+# ------------------------------------------------------------------------ bootstrap over seeds
+
+
+def synthetic_seed_pairs(n_seeds: int, spread: float) -> pd.DataFrame:
+    """Seed-vs-seed pairs of one family: seed s has a quality q_s (evenly spread over [0, spread], shuffled) and a
+    pair correlates 1 - (q_a + q_b)."""
+    q = np.random.default_rng(n_seeds).permutation(np.linspace(0, spread, n_seeds))
+    rows = [{"kind": "W-W0", "relation": "seed", "arch_a": "linear", "arch_b": "linear", "seed_a": a, "seed_b": b,
+             "correlation": 1 - q[a] - q[b]} for a in range(n_seeds) for b in range(a + 1, n_seeds)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_seeds():
+    widths = []
+    for n in (4, 16):
+        pairs = synthetic_seed_pairs(n, 0.04)
+        s = consistency_summary(pairs, n_boot=500).iloc[0]
+        assert s["n_seeds"] == n and s["n"] == n * (n - 1) // 2
+        assert s["ci_low"] <= s["mean"] <= s["ci_high"] and s["ci_low"] < s["ci_high"]
+        assert s["ci_low"] >= pairs.correlation.min() and s["ci_high"] <= pairs.correlation.max()
+        widths.append(s["ci_high"] - s["ci_low"])
+    assert widths[1] < widths[0]
+
+
+def test_bootstrap_of_identical_pairs_is_a_point_and_is_reproducible():
+    pairs = synthetic_seed_pairs(5, 0.0).assign(correlation=0.97)
+    a = consistency_summary(pairs, n_boot=200, seed=3)
+    b = consistency_summary(pairs, n_boot=200, seed=3)
+    assert a.equals(b)
+    assert a["ci_low"].iloc[0] == pytest.approx(0.97) and a["ci_high"].iloc[0] == pytest.approx(0.97)
+
+
+def test_bootstrap_weights_same_seed_pairs_by_one_count():
+    from firstlayer.analysis import _bootstrap_mean
+
+    values = np.array([0.1, 0.9])
+    seeds = np.array([0, 1])
+    boots = _bootstrap_mean(values, seeds, seeds, 4000, np.random.default_rng(0))  # trained vs init: a == b
+    assert set(np.round(np.unique(boots), 6)) <= {0.1, 0.5, 0.9}
+    assert np.mean(boots) == pytest.approx(0.5, abs=0.02)
+
+
+# ------------------------------------------------------------------------ whitening
+
+
+def test_white_data_has_flatness_one_and_a_whitening_bank_too():
+    from firstlayer.analysis import response_flatness
+
+    assert response_flatness(np.ones(27), np.full(27, 2.5)) == pytest.approx(1.0)
+    lam = np.geomspace(10, 0.01, 27)
+    assert response_flatness(np.ones(27), lam) < 0.5  # the data alone: r^2 = lambda, far from flat
+    assert response_flatness(1 / np.sqrt(lam), lam) == pytest.approx(1.0)  # e ∝ 1/sigma whitens
+    assert response_flatness(np.sqrt(lam), lam) < response_flatness(np.ones(27), lam)  # PCA-like: less white
+    assert response_flatness(np.r_[0.0, np.ones(26)], lam) == 0.0
+
+
+def test_whitening_frame_stages(energy):
+    from firstlayer.analysis import whitening_frame, whitening_summary
+
+    w = whitening_frame(energy.assign(model="m"))
+    runs = energy.groupby(RUN_KEYS).ngroups
+    assert (w.stage == "data").sum() == runs and (w.stage == "init").sum() == runs
+    assert w[w.final].shape[0] == runs and (w[w.final].stage == "trained").all()
+    assert w["flatness"].between(0, 1).all()
+    s = whitening_summary(w)
+    assert len(s) == energy.groupby(["dataset", "arch", "labels"]).ngroups
+    assert s["fraction_flatter_than_init"].between(0, 1).all()
+
+
+# ------------------------------------------------------------------------ label information
+
+
+def test_label_information_is_zero_when_classes_share_their_mean_and_large_when_not():
+    from firstlayer.analysis import label_information
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 3, 8, 8), dtype=np.uint8)
+    # label = rotation by 180 degrees of the same images: identical class means up to the rotation of the mean
+    same = np.concatenate([images, images[:, :, ::-1, ::-1]])
+    labels = np.repeat([0, 1], 40)
+    mean, std = np.array([0.5, 0.5, 0.5]), np.array([0.25, 0.25, 0.25])
+    lam, basis = np.ones(27), np.eye(27)
+    flat = label_information(same[:, :, :, :], labels, 3, mean, std, lam, basis)
+    # colour classes: class 1 is much redder
+    red = same.copy()
+    red[40:, 0] = np.clip(red[40:, 0].astype(int) + 100, 0, 255).astype(np.uint8)
+    coloured = label_information(red, labels, 3, mean, std, lam, basis)
+    assert coloured["between_class_variance"].sum() > 100 * flat["between_class_variance"].sum()
+    assert len(coloured) == 27 and (coloured["ratio"] >= 0).all()
+
+
+def test_class_mean_patch_equals_the_mean_of_unfolded_patches():
+    import torch
+
+    from firstlayer.analysis import class_mean_patches
+    from firstlayer.patches import normalise, unfold_patches
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(12, 3, 9, 7), dtype=np.uint8)
+    labels = np.array([0, 1, 2] * 4)
+    mean, std = np.array([0.4, 0.5, 0.6]), np.array([0.2, 0.3, 0.25])
+    classes, means, counts = class_mean_patches(images, labels, 3, mean, std)
+    for c in classes:
+        x = normalise(torch.from_numpy(images[labels == c]), torch.tensor(mean), torch.tensor(std), torch.float64)
+        assert np.allclose(means[c], unfold_patches(x, 3).mean(0).numpy(), atol=1e-12)
+    assert counts.tolist() == [4, 4, 4]
+
+
+# ------------------------------------------------------------------------ accuracy and the frozen control
+
+
+def test_final_and_frozen_accuracy():
+    from firstlayer.analysis import final_accuracy, frozen_accuracy
+
+    rows = []
+    for labels, acc in (("true", 0.8), ("frozen", 0.7), ("random", 0.1)):
+        for seed in (0, 1):
+            for step, value in ((0, 0.1), (10, acc + 0.01 * seed)):
+                rows += [{"dataset": "d", "arch": "a", "labels": labels, "seed": seed, "step": step,
+                          "metric": m, "value": value} for m in ("train_accuracy", "test_accuracy")]  # fmt: skip
+    metrics = pd.DataFrame(rows)
+    acc = final_accuracy(metrics).set_index("labels")
+    assert acc.loc["true", "test_accuracy"] == pytest.approx(0.805) and acc.loc["true", "n_seeds"] == 2
+    frozen = frozen_accuracy(metrics)
+    assert len(frozen) == 1 and frozen["difference"].iloc[0] == pytest.approx(-0.1)
+    assert frozen_accuracy(metrics[metrics.labels != "frozen"]).empty

@@ -70,7 +70,7 @@ def test_shipped_configs_are_valid(path):
         assert section in config
     for block in config["grid"]:
         assert "labels" in block and "seeds" in block
-        assert set(block["labels"]) <= {"true", "random"}
+        assert set(block["labels"]) <= {"true", "random", "frozen"}
     assert all("kernel_size" in a for a in config["architectures"].values())
     assert expand_grid(config)
 
@@ -289,12 +289,14 @@ def test_kernel_sizes_per_dataset(minimal):
     ]
     minimal["patches"] = {"extra_kernel_sizes": [1, 5]}
     config = validate_config(minimal)
+    # every dataset also gets the exact linear check's kernel size (theory.kernel_size, 3 by default)
     assert kernel_sizes(config, "a") == [1, 3, 5]
-    assert kernel_sizes(config, "b") == [1, 5, 7]
+    assert kernel_sizes(config, "b") == [1, 3, 5, 7]
     minimal["patches"] = {}
+    minimal["theory"] = {"kernel_size": 5}
     config = validate_config(minimal)
     assert kernel_sizes(config, "a") == [3, 5]
-    assert kernel_sizes(config, "b") == [7]
+    assert kernel_sizes(config, "b") == [5, 7]
 
 
 def test_iter_datasets_only_used(minimal):
@@ -307,3 +309,47 @@ def test_config_hash_is_stable_and_order_free():
     assert a == config_hash({"y": [1, 2], "x": 1})
     assert re.fullmatch(r"[0-9a-f]{12}", a)
     assert a != config_hash({"x": 2, "y": [1, 2]})
+
+
+# ------------------------------------------------------------------------ training options
+
+
+def test_frozen_label_mode_and_new_architecture_defaults(minimal):
+    minimal["grid"][0]["labels"] = [True, "random", "frozen"]
+    config = validate_config(minimal)
+    assert config["grid"][0]["labels"] == ["true", "random", "frozen"]
+    lin = config["architectures"]["lin"]
+    assert lin["augment"] is False and lin["init_scale"] == 1.0 and "epochs" not in lin
+    assert config["training"]["checkpoint_minutes"] == 10
+
+
+def test_epochs_instead_of_steps(minimal):
+    del minimal["architectures"]["lin"]["steps"]
+    minimal["architectures"]["lin"]["epochs"] = 3
+    lin = validate_config(minimal)["architectures"]["lin"]
+    assert lin["epochs"] == 3 and "steps" not in lin
+
+
+@pytest.mark.parametrize(("steps", "epochs", "found"), [(10, 3, "both"), (None, None, "neither")])
+def test_exactly_one_of_steps_and_epochs(minimal, steps, epochs, found):
+    lin = minimal["architectures"]["lin"]
+    lin.pop("steps")
+    lin.update({k: v for k, v in (("steps", steps), ("epochs", epochs)) if v is not None})
+    msg = rejected(minimal)
+    assert "architectures.lin" in msg and "exactly one of 'steps'" in msg and "'epochs'" in msg and found in msg
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("lin", "init_scale", 0), ("lin", "init_scale", -1.0), ("lin", "epochs", 0), ("lin", "augment", "yes")],
+)
+def test_bad_training_options(minimal, section, key, value):
+    minimal["architectures"][section][key] = value
+    assert f"architectures.{section}.{key}" in rejected(minimal)
+
+
+def test_checkpoint_minutes_is_not_negative(minimal):
+    minimal["training"] = {"checkpoint_minutes": -1}
+    assert "training.checkpoint_minutes" in rejected(minimal)
+    minimal["training"] = {"checkpoint_minutes": 0}
+    assert validate_config(minimal)["training"]["checkpoint_minutes"] == 0

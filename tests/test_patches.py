@@ -281,3 +281,18 @@ def test_pca_frame_rejects_wrong_kernel_size():
     m = patch_moments(random_images(2, 6, 6), MEAN, STD, 3)
     with pytest.raises(ValueError, match="dimension"):
         pca_frame(m, dataset="toy", kernel_size=5)
+
+
+def test_sample_patches_are_real_patches_of_the_normalised_images():
+    from firstlayer.patches import sample_patches
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 3, 9, 11), dtype=np.uint8)
+    mean, std = np.array([0.3, 0.5, 0.7]), np.array([0.2, 0.25, 0.3])
+    sample = sample_patches(images, 3, mean, std, 200, seed=4)
+    x = normalise(torch.from_numpy(images), torch.tensor(mean), torch.tensor(std), torch.float64)
+    every = unfold_patches(x, 3).numpy()  # (5 * 7 * 9, 27)
+    dist = ((sample[:, None, :] - every[None, :, :]) ** 2).sum(-1).min(1)
+    assert sample.shape == (200, 27) and dist.max() < 1e-20
+    assert np.array_equal(sample, sample_patches(images, 3, mean, std, 200, seed=4))
+    assert not np.array_equal(sample, sample_patches(images, 3, mean, std, 200, seed=5))

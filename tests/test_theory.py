@@ -200,11 +200,131 @@ def test_fit_frame_one_row_per_profile_with_its_tau():
     lams = {"a": lam_a, "b": lam_b}
     energy = pd.concat([tidy(ds, ks, lams[ds], run, kind, tau) for (ds, ks, run, kind), tau in truth.items()])
     energy = energy.sample(frac=1.0, random_state=0)  # row order must not matter
-    out = fit_frame(energy)
+    both = fit_frame(energy)
+    assert len(both) == 2 * len(truth)
+    out = both[both.formula == "one_parameter"]
     assert len(out) == len(truth)
     assert {"dataset", "kernel_size", "run", "kind", "step", "tau", "correlation", "at_bound"} <= set(out.columns)
+    for _, row in both[both.formula == "init_aware"].iterrows():  # beta = 0 profiles: the same tau
+        expected = truth[(row["dataset"], row["kernel_size"], row["run"], row["kind"])]
+        assert row["tau"] == pytest.approx(expected, rel=0.05) and row["correlation"] > 0.9999
     for _, row in out.iterrows():
         expected = truth[(row["dataset"], row["kernel_size"], row["run"], row["kind"])]
         assert row["tau"] == pytest.approx(expected, rel=0.02)
         assert row["correlation"] > 0.9999 and not row["at_bound"]
         assert row["step"] == 100
+
+
+# ------------------------------------------------------------------------ init-aware fit
+
+
+@pytest.mark.parametrize("kind", ["W-W0", "W"])
+@pytest.mark.parametrize("rho", [0.05, 0.5])
+def test_init_aware_fit_recovers_tau_and_fits_exactly(kind, rho):
+    from firstlayer.theory import _beta_scale, fit_init_aware, init_aware_profile
+
+    lam = np.sort(np.random.default_rng(3).lognormal(0, 2, 27))[::-1]
+    tau = 3.0 / lam[5]
+    beta = rho * _beta_scale(lam, np.array([tau]), kind)[0]
+    profile = init_aware_profile(lam, np.array([tau]), np.array([beta]), kind)[0]
+    t, b, c = fit_init_aware(profile, lam, kind)
+    assert c[0] > 0.9999
+    assert abs(np.log(t[0] / tau)) < 0.1
+    assert b[0] > 0
+
+
+def test_init_aware_fit_never_below_the_one_parameter_fit():
+    from firstlayer.theory import fit_init_aware
+
+    rng = np.random.default_rng(0)
+    lam = np.sort(rng.lognormal(0, 2, 27))[::-1]
+    profiles = np.abs(rng.standard_normal((50, 27))) + formula_profile(lam, 1 / lam[3])
+    one = fit_effective_time(profiles, lam)
+    for kind in ("W", "W-W0"):
+        _, _, corr = fit_init_aware(profiles, lam, kind)
+        assert np.all(corr >= one.correlation - 1e-12)
+
+
+def test_init_aware_fit_of_a_zero_init_profile_keeps_beta_small():
+    """A profile of the one-parameter formula is the beta = 0 case of both init-aware models."""
+    from firstlayer.theory import fit_init_aware
+
+    lam = np.sort(np.random.default_rng(1).lognormal(0, 1.5, 27))[::-1]
+    tau = 2.0 / lam[8]
+    t, b, c = fit_init_aware(formula_profile(lam, tau), lam, "W-W0")
+    assert c[0] > 0.99999 and abs(np.log(t[0] / tau)) < 0.05
+    assert b[0] < 1e-2 / lam.max()
+
+
+def test_init_aware_rejects_unknown_kind():
+    from firstlayer.theory import fit_init_aware
+
+    with pytest.raises(ValueError, match="kind"):
+        fit_init_aware(np.ones(5), np.arange(1.0, 6.0), "W0")
+
+
+def test_fit_frame_has_both_formulas_per_profile():
+    lam = np.sort(np.random.default_rng(2).lognormal(0, 1, 12))[::-1]
+    rows = []
+    for seed in (0, 1):
+        for kind in ("W", "W-W0"):
+            e = formula_profile(lam, 1 / lam[2]) * (1 + 0.01 * seed)
+            rows.append(pd.DataFrame({"dataset": "d", "kernel_size": 3, "arch": "linear", "model": "linear",
+                                      "seed": seed, "step": 5, "kind": kind, "component": np.arange(1, 13),
+                                      "eigenvalue": lam, "energy": e}))  # fmt: skip
+    fits = fit_frame(pd.concat(rows, ignore_index=True))
+    assert len(fits) == 8 and set(fits["formula"]) == {"one_parameter", "init_aware"}
+    assert (fits["model"] == "linear").all()  # the network's column is kept, not overwritten
+    wide = fits.pivot_table(index=["seed", "kind"], columns="formula", values="correlation")
+    assert (wide["init_aware"] >= wide["one_parameter"] - 1e-12).all()
+    assert (fits.loc[fits.formula == "one_parameter", "beta"] == 0).all()
+
+
+# ------------------------------------------------------------------------ the exact linear check
+
+
+def test_gradient_descent_equals_the_closed_form_step_by_step():
+    from firstlayer.theory import closed_form_weights, simulate_gradient_descent
+
+    rng = np.random.default_rng(0)
+    d, n, k = 12, 500, 7
+    patches = rng.standard_normal((n, d)) * np.sqrt(np.geomspace(10, 0.01, d))
+    targets = rng.standard_normal((n, k))
+    cov = patches.T @ patches / n
+    eta = 0.9 / np.linalg.eigvalsh(cov).max()
+    steps = [1, 2, 5, 50, 500, 3000]
+    sim = simulate_gradient_descent(patches, targets, eta, steps)
+    closed = closed_form_weights(cov, targets.T @ patches / n, eta, steps)
+    for t in steps:
+        err = np.linalg.norm(sim[t] - closed[t], axis=1) / np.linalg.norm(closed[t], axis=1)
+        assert err.max() < 1e-10, (t, err.max())
+    # one explicit step from zero is eta * g
+    assert np.allclose(sim[1], eta * targets.T @ patches / n, rtol=1e-13)
+
+
+def test_linear_check_profile_follows_the_formula_for_a_large_bank():
+    from firstlayer.theory import check_steps, linear_check
+
+    rng = np.random.default_rng(1)
+    lam = np.geomspace(5, 0.005, 27)
+    patches = rng.standard_normal((3000, 27)) * np.sqrt(lam)
+    steps = check_steps(lam, 0.5, 10, 20000)
+    assert steps[0] == 1 and steps[-1] <= 20000 and len(steps) >= 8
+    profiles, summary = linear_check(patches, filters=256, steps=steps, seed=0)
+    assert (summary["max_relative_weight_error"] < 1e-10).all()
+    assert (summary["correlation_formula"] >= 0.99).all(), summary
+    assert set(profiles["profile"]) == {"simulated", "closed_form", "formula", "formula_exp"}
+    sim = profiles[profiles.profile == "simulated"].pivot(index="step", columns="component", values="energy")
+    closed = profiles[profiles.profile == "closed_form"].pivot(index="step", columns="component", values="energy")
+    assert np.allclose(sim, closed, rtol=1e-9)
+
+
+def test_linear_check_with_few_filters_is_noisier():
+    """The bank's profile concentrates on the formula as K grows: 4 filters correlate worse than 512."""
+    from firstlayer.theory import linear_check
+
+    rng = np.random.default_rng(2)
+    patches = rng.standard_normal((2000, 27)) * np.sqrt(np.geomspace(5, 0.01, 27))
+    small = linear_check(patches, filters=2, steps=[30], seed=3)[1]["correlation_formula"].iloc[0]
+    large = linear_check(patches, filters=512, steps=[30], seed=3)[1]["correlation_formula"].iloc[0]
+    assert large > 0.99 and small < large

@@ -8,18 +8,23 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+import firstlayer.train
 from firstlayer.models import first_layer
 from firstlayer.patches import normalise
 from firstlayer.train import (
+    CROP_PAD,
     STACKABLE,
     TrainSettings,
     _Batches,
     _linear_stacked,
+    augment_batch,
     init_model,
     log_schedule,
     random_labels,
     resolve_device,
+    resolve_steps,
     seed_streams,
     snapshots_frame,
     train,
@@ -91,10 +96,18 @@ def test_log_schedule(steps, count):
 def test_seed_streams_are_deterministic_and_distinct():
     a, b = seed_streams(3), seed_streams(3)
     assert a == b
-    assert set(a) == {"init", "order", "labels", "eval"}
-    assert len(set(a.values())) == 4
+    assert list(a) == ["init", "order", "labels", "eval", "augment"]
+    assert len(set(a.values())) == 5
     assert seed_streams(4) != a
     assert all(0 <= v < 2**63 for v in a.values())
+
+
+@pytest.mark.parametrize("seed", [0, 3, 12345])
+def test_new_seed_streams_leave_the_first_four_unchanged(seed):
+    """The four streams as they were before "augment" was appended (spawn(4)): every existing run is unchanged."""
+    children = np.random.SeedSequence(seed).spawn(4)
+    before = [int(c.generate_state(1, dtype=np.uint64)[0] % (2**63)) for c in children]
+    assert list(seed_streams(seed).values())[:4] == before
 
 
 def test_random_labels_is_a_seeded_permutation():
@@ -235,16 +248,17 @@ def test_unknown_label_mode_raises():
 MODEL_KW = dict(num_classes=2, kernel_size=3, width=4, image_size=SIZE)
 
 
-def sequential_and_stacked(arch: str, seeds: list[int], **kw):
+def sequential_and_stacked(arch: str, seeds: list[int], init_scale: float = 1.0, **kw):
     """Each seed trained alone by ``train`` and all of them at once by ``train_seeds``, on the toy task."""
     s = settings(train_eval_size=40, **kw)  # a per-seed subset of the 64 training images
     data, test = two_class_data(), two_class_data(seed=1)
+    model_kw = {**MODEL_KW, "init_scale": init_scale}
     alone = [
-        train(init_model(arch, seed=seed, **MODEL_KW), arch, data, test, MEAN, STD,
+        train(init_model(arch, seed=seed, **model_kw), arch, data, test, MEAN, STD,
               dataclasses.replace(s, seed=seed), log=lambda _: None)
         for seed in seeds
     ]  # fmt: skip
-    together = train_seeds(arch, MODEL_KW, data, test, MEAN, STD, s, seeds, log=lambda _: None)
+    together = train_seeds(arch, model_kw, data, test, MEAN, STD, s, seeds, log=lambda _: None)
     return alone, together
 
 
@@ -260,7 +274,7 @@ def assert_same_run(a, b) -> None:
 
 
 @pytest.mark.parametrize("arch", STACKABLE)
-@pytest.mark.parametrize("labels", ["true", "random"])
+@pytest.mark.parametrize("labels", ["true", "random", "frozen"])
 @pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 0.01), ("adam", 0.003)])
 def test_train_seeds_equals_one_train_per_seed(arch, labels, optimizer, lr):
     alone, together = sequential_and_stacked(arch, [0, 3, 7], labels=labels, optimizer=optimizer, lr=lr,
@@ -269,6 +283,19 @@ def test_train_seeds_equals_one_train_per_seed(arch, labels, optimizer, lr):
     for a, b in zip(alone, together, strict=True):
         assert_same_run(a, b)
         assert b.extra["seeds"] == 3 and b.extra["images_per_second"] > 0
+        if labels == "frozen":  # the stacked first layer is not trained either
+            assert all(torch.equal(w, b.snapshots[0]) for w in b.snapshots.values())
+
+
+@pytest.mark.parametrize("arch", STACKABLE)
+def test_train_seeds_with_augment_and_init_scale(arch):
+    """Each seed's batches are augmented by its own generator, its first layer scaled at init, as ``train`` does."""
+    alone, together = sequential_and_stacked(arch, [0, 3], init_scale=0.1, augment=True, optimizer="adam", lr=0.003)
+    for a, b in zip(alone, together, strict=True):
+        assert_same_run(a, b)
+    _, plain = sequential_and_stacked(arch, [0, 3])
+    assert torch.equal(together[0].snapshots[0], plain[0].snapshots[0] * 0.1)
+    assert not torch.equal(together[0].snapshots[20], plain[0].snapshots[20] * 0.1)
 
 
 @pytest.mark.parametrize("arch", STACKABLE)
@@ -327,3 +354,136 @@ def test_compile_flag_wraps_the_training_forward(monkeypatch):
     train_seeds("small_cnn", MODEL_KW, data, data, MEAN, STD, settings(compile=True, steps=2), [0], log=lambda _: None)
     assert len(compiled) == 2 and callable(compiled[1])
     assert TrainSettings(steps=1, lr=0.1).compile is False
+
+
+# ------------------------------------------------------------------------ augment, init_scale, frozen, epochs
+
+
+def random_images(n: int = 64, seed: int = 0, side: int = SIZE) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, side, side), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def transform(img: torch.Tensor, dy: int, dx: int, flip: bool) -> torch.Tensor:
+    """The reference: crop of the reflect-padded image shifted by (dy, dx), then an optional horizontal flip."""
+    p = CROP_PAD
+    padded = F.pad(img.float()[None], (p, p, p, p), mode="reflect")[0]
+    crop = padded[:, p + dy : p + dy + img.shape[1], p + dx : p + dx + img.shape[2]]
+    return (crop.flip(-1) if flip else crop).to(torch.uint8)
+
+
+def test_augment_batch_crops_and_flips_each_image():
+    # 16 px: on 8 px images a 4 px shift can show a symmetric window, the same as a flipped 3 px shift
+    x = random_images(side=16)
+    before = x.clone()
+    out = augment_batch(x, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    assert torch.equal(x, before)  # the input is not modified
+    shifts = range(-CROP_PAD, CROP_PAD + 1)
+    used = []
+    for img, o in zip(x, out, strict=True):
+        matches = [(dy, dx, f) for dy in shifts for dx in shifts for f in (False, True)
+                   if torch.equal(transform(img, dy, dx, f), o)]  # fmt: skip
+        assert len(matches) == 1  # every output is one crop (+ flip) of its own image
+        used.append(matches[0])
+    dys, dxs, flips = zip(*used, strict=True)
+    assert 0 < sum(flips) < len(flips)  # some flipped, some not
+    assert max(map(abs, dys)) == CROP_PAD and max(map(abs, dxs)) == CROP_PAD  # shifts reach the pad
+    assert len(set(zip(dys, dxs, strict=True))) > 20  # many different windows
+
+
+def test_augment_batch_is_seeded():
+    x = random_images()
+    a = augment_batch(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, augment_batch(x, torch.Generator().manual_seed(5)))
+    assert not torch.equal(a, augment_batch(x, torch.Generator().manual_seed(6)))
+    g = torch.Generator().manual_seed(5)
+    first, second = augment_batch(x, g), augment_batch(x, g)  # the generator advances: new draws per batch
+    assert torch.equal(first, a) and not torch.equal(first, second)
+    with pytest.raises(ValueError, match="cannot reflect-pad 4x4 images by 4"):
+        augment_batch(random_images(side=4), g)
+
+
+def test_training_with_augment_is_seeded_and_differs():
+    _, a = run(augment=True)
+    _, b = run(augment=True)
+    _, plain = run()
+    assert all(torch.equal(a.snapshots[k], b.snapshots[k]) for k in a.snapshots)
+    assert a.metrics.equals(b.metrics)
+    assert torch.equal(a.snapshots[0], plain.snapshots[0])
+    assert not torch.equal(a.snapshots[20], plain.snapshots[20])
+    assert metric(a, "train_accuracy")[20] > 0.9  # the toy task is still learnt (brightness survives crops)
+
+
+def test_without_augment_no_augmentation_runs(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("augment_batch called with augment off")
+
+    _, before = run()
+    monkeypatch.setattr(firstlayer.train, "augment_batch", forbidden)
+    _, after = run()
+    assert all(torch.equal(before.snapshots[k], after.snapshots[k]) for k in before.snapshots)
+    assert before.metrics.equals(after.metrics)
+    data = two_class_data()
+    train_seeds("linear", MODEL_KW, data, data, MEAN, STD, settings(steps=2), [0, 1], log=lambda _: None)
+    with pytest.raises(AssertionError, match="augment off"):
+        run(augment=True)
+
+
+@pytest.mark.parametrize("arch", ["linear", "small_cnn"])
+def test_init_scale_multiplies_the_first_layer_init(arch):
+    kw = dict(MODEL_KW, seed=3)
+    base, scaled = init_model(arch, **kw), init_model(arch, init_scale=0.01, **kw)
+    conv, conv_scaled = first_layer(base, arch), first_layer(scaled, arch)
+    assert torch.equal(conv_scaled.weight, conv.weight * 0.01)
+    if conv.bias is not None:  # small_cnn's first layer has a bias: scaled too
+        assert torch.equal(conv_scaled.bias, conv.bias * 0.01)
+    first = {id(p) for p in conv.parameters()}
+    for p, q in zip(base.parameters(), scaled.parameters(), strict=True):
+        if id(p) not in first:  # the rest of the network is the default init
+            assert torch.equal(p, q)
+    r = train(scaled, arch, two_class_data(), two_class_data(seed=1), MEAN, STD, settings(), log=lambda _: None)
+    assert torch.equal(r.snapshots[0], conv.weight.detach() * 0.01)
+    assert not torch.equal(r.snapshots[20], r.snapshots[0])
+
+
+@pytest.mark.parametrize("arch", ["linear", "small_cnn"])
+@pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 0.01), ("adam", 0.003)])
+def test_frozen_first_layer_keeps_its_init(arch, optimizer, lr):
+    """Momentum and weight decay included: the first layer (weight and bias) stays bitwise at init, the rest
+    trains, the labels are the true ones."""
+    model = init_model(arch, seed=0, **MODEL_KW)
+    init = copy_state(model)
+    s = settings(labels="frozen", optimizer=optimizer, lr=lr, weight_decay=1e-2)
+    r = train(model, arch, two_class_data(), two_class_data(seed=1), MEAN, STD, s, log=lambda _: None)
+    conv = first_layer(model, arch)
+    first = {name for name, p in model.named_parameters() if any(p is q for q in conv.parameters())}
+    assert first and all(not model.get_parameter(name).requires_grad for name in first)
+    for name, p in model.named_parameters():
+        if name in first:
+            assert torch.equal(p, init[name]), name
+        else:
+            assert not torch.equal(p, init[name]), name
+    assert all(torch.equal(w, r.snapshots[0]) for w in r.snapshots.values())
+    assert sorted(r.snapshots) == sorted({0, *s.snapshot_steps, s.steps})  # snapshots still written
+    # true labels: the same run as labels "true" up to the first layer's training, not a permutation
+    loss = metric(r, "loss")
+    true = train(init_model(arch, seed=0, **MODEL_KW), arch, two_class_data(), two_class_data(seed=1), MEAN, STD,
+                 settings(optimizer=optimizer, lr=lr, weight_decay=1e-2), log=lambda _: None)  # fmt: skip
+    assert loss[1] == metric(true, "loss")[1]  # same first batch, labels and init: same first loss
+    assert loss[20] != metric(true, "loss")[20]
+
+
+def copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def test_resolve_steps_from_epochs():
+    assert resolve_steps(100, None, 1000, 64) == 100
+    assert resolve_steps(None, 3, 1000, 64) == 3 * 15  # 15 full batches of 64 per epoch, the partial one dropped
+    assert resolve_steps(None, 2, 10, 64) == 2  # a batch larger than the data is the whole data: one per epoch
+    for steps, epochs in ((None, None), (10, 2)):
+        with pytest.raises(ValueError, match="exactly one of steps and epochs"):
+            resolve_steps(steps, epochs, 1000, 64)
+    b = _Batches(10, 3, seed=0, device=torch.device("cpu"))  # one epoch of steps uses up one permutation
+    first = [b.next() for _ in range(resolve_steps(None, 1, 10, 3))]
+    assert len(set(torch.cat(first).tolist())) == 9 and b.pos + b.bs > b.perm.shape[0]

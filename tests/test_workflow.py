@@ -35,7 +35,7 @@ def planned_jobs(output: str) -> list[tuple[str, str]]:
     """(rule, wildcards) of every job a dry run lists."""
     jobs, rule = [], None
     for line in output.splitlines():
-        if m := re.match(r"^(?:local)?rule (\w+):", line):
+        if m := re.match(r"^\s*(?:local)?rule (\w+):", line):  # group jobs indent their rules
             if rule is not None:
                 jobs.append((rule, ""))
             rule = m.group(1)
@@ -47,17 +47,11 @@ def planned_jobs(output: str) -> list[tuple[str, str]]:
     return jobs
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("smoke")
-    proc = snakemake(workdir)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return workdir
-
-
 def test_every_output_is_made(smoke_run: Path) -> None:
     results = smoke_run / "results"
-    for name in ("energy", "fits", "metrics", "consistency", "consistency_summary", "profile_contrast"):
+    for name in ("energy", "fits", "metrics", "consistency", "consistency_summary", "profile_contrast", "whitening",
+                 "whitening_summary", "accuracy", "frozen_accuracy", "linear_check", "linear_check_summary",
+                 "label_information", "label_information_summary", "replication"):  # fmt: skip
         assert (results / "tables" / f"{name}.parquet").stat().st_size > 0
     for name in ("profiles", "fit_overlay", "consistency"):
         png = (results / "figures" / f"{name}.png").read_bytes()
@@ -111,7 +105,8 @@ def test_tables_are_tidy_with_provenance(smoke_run: Path) -> None:
     assert set(energy["kind"]) == {"W", "W-W0"}
     assert (energy.loc[energy.kind == "W-W0", "step"] > 0).all()
     fits = pd.read_parquet(tables / "fits.parquet")
-    assert len(fits) == energy.groupby(["dataset", "arch", "labels", "seed", "step", "kind"]).ngroups
+    assert len(fits) == 2 * energy.groupby(["dataset", "arch", "labels", "seed", "step", "kind"]).ngroups
+    assert set(fits["formula"]) == {"one_parameter", "init_aware"}
     assert np.isfinite(fits["tau"]).all() and (fits["tau"] > 0).all()
     metrics = pd.read_parquet(tables / "metrics.parquet")
     assert {"loss", "train_accuracy", "test_accuracy"} <= set(metrics["metric"])
@@ -147,10 +142,11 @@ def test_editing_one_architecture_reruns_only_its_jobs(smoke_run: Path, tmp_path
         for seed in (0, 1)
     )
     aggregate = {rule for rule, wc in jobs if not wc}
-    assert aggregate == {
-        "collect_energy", "collect_metrics", "fit_formula", "consistency",
-        "plot_profiles", "plot_fit", "plot_consistency", "all",
-    }  # fmt: skip
+    # the tables and figures built from all runs re-run; nothing about the data, patches or theory does
+    assert {"collect_energy", "collect_metrics", "fit_formula", "consistency", "whitening", "accuracy", "replication",
+            "plot_profiles", "all"} <= aggregate  # fmt: skip
+    assert not aggregate & {"prepare_dataset", "patch_shard", "patch_pca", "linear_check", "label_information",
+                            "collect_theory"}  # fmt: skip
 
 
 def test_bad_config_stops_before_any_job(tmp_path: Path) -> None:
@@ -163,3 +159,44 @@ def test_bad_config_stops_before_any_job(tmp_path: Path) -> None:
     assert "architectures.linear.lr" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_theory_and_analysis_tables(smoke_run: Path) -> None:
+    tables = smoke_run / "results" / "tables"
+    check = pd.read_parquet(tables / "linear_check_summary.parquet")
+    assert set(check["dataset"]) == {"photos", "rotations"}
+    assert (check["max_relative_weight_error"] < 1e-9).all()
+    assert (check.groupby("dataset")["step"].nunique() >= 5).all()
+    fits = pd.read_parquet(tables / "fits.parquet")
+    wide = fits.pivot_table(index=["dataset", "arch", "labels", "seed", "step", "kind"], columns="formula",
+                            values="correlation")  # fmt: skip
+    assert (wide["init_aware"] >= wide["one_parameter"] - 1e-9).all()
+    info = pd.read_parquet(tables / "label_information_summary.parquet")
+    info = info[info.kernel_size == 3].set_index("dataset")
+    # label = source photo: classes differ in mean colour; label = rotation: they hardly do
+    assert info.loc["photos", "between_class_share"] > 3 * info.loc["rotations", "between_class_share"]
+    whitening = pd.read_parquet(tables / "whitening.parquet")
+    assert set(whitening["stage"]) == {"data", "init", "trained"} and whitening["flatness"].between(0, 1).all()
+    summary = pd.read_parquet(tables / "consistency_summary.parquet")
+    assert (summary["ci_low"] <= summary["ci_high"]).all()
+    assert (summary["min"] - 1e-12 <= summary["ci_low"]).all() and (summary["ci_high"] <= summary["max"] + 1e-12).all()
+    replication = pd.read_parquet(tables / "replication.parquet")
+    assert len(replication) >= 8 and replication["measured"].str.len().gt(0).all()
+    markdown = (tables / "replication.md").read_text()
+    assert markdown.count("\n|") >= len(replication) + 1
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "configs/embedded_full.yaml", "configs/cifar_paper.yaml"])
+def test_shipped_configs_plan_their_whole_grid(name: str, tmp_path: Path) -> None:
+    """Every shipped config validates and dry-runs (no data needed): one train job per job of the grid, each with
+    its resources (jobs after the patch statistics wait for the prepare_dataset checkpoint)."""
+    from firstlayer.config import train_jobs, validate_config
+
+    path = REPO / name
+    jobs = train_jobs(validate_config(yaml.safe_load(path.read_text())))
+    proc = snakemake(tmp_path, "--dry-run", configfile=path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    planned = planned_jobs(proc.stdout)
+    assert sum(rule == "train" for rule, _ in planned) == len(jobs)
+    lines = [line for line in proc.stdout.splitlines() if line.strip().startswith("resources:")]
+    assert sum("mem_mb=" in line and "runtime=" in line for line in lines) >= len(jobs)

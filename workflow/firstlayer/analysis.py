@@ -1,4 +1,5 @@
-"""Consistency of energy profiles across conditions (PAPER.md section 3): pairwise Pearson correlations."""
+"""Analyses of the energy profiles (PAPER.md sections 3 and 5): pairwise consistency with bootstrap intervals,
+whitening (response flatness), label information, the frozen-first-layer accuracy control."""
 
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ RUN_KEYS = ["dataset", "arch", "labels", "seed"]
 FACTOR_NAMES = {"dataset": "dataset", "arch": "architecture", "labels": "labels", "seed": "seed"}
 
 
+#: Label modes whose first layer learns (the frozen control keeps its init: W - W0 is zero, nothing to compare).
+LEARNING_MODES = ("true", "random")
+
+
 def final_profiles(energy: pd.DataFrame) -> pd.DataFrame:
     """Tidy energy -> one row per (run, kind) with its profile as an array: the last step of W and W - W0, and
-    the initial profile as kind 'W0' (W at step 0)."""
+    the initial profile as kind 'W0' (W at step 0). Runs with a frozen first layer are left out."""
     rows = []
+    energy = energy[energy["labels"].isin(LEARNING_MODES)]
     for keys, g in energy.groupby(RUN_KEYS, sort=True):
         last = g["step"].max()
         selections = {
@@ -75,15 +81,44 @@ def _pair_row(kind: str, rel: str, a: pd.Series, b: pd.Series) -> dict:
     return row
 
 
-def consistency_summary(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Pairs -> per (kind, relation, architecture where both runs share one): n, mean, min, max correlation."""
+def _bootstrap_mean(
+    values: np.ndarray, seeds_a: np.ndarray, seeds_b: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Means of pair values over bootstrap resamples of the seeds: a resample draws the group's seeds with
+    replacement and weights each pair by how often its seeds were drawn (m_a * m_b, or m_a for a pair of one seed
+    with itself, e.g. trained vs init). Resamples that keep no pair give NaN."""
+    seeds = np.unique(np.concatenate([seeds_a, seeds_b]))
+    index = {s: i for i, s in enumerate(seeds)}
+    ia = np.array([index[s] for s in seeds_a])
+    ib = np.array([index[s] for s in seeds_b])
+    counts = rng.multinomial(len(seeds), np.full(len(seeds), 1.0 / len(seeds)), size=n_boot)  # (B, S)
+    weights = np.where(ia == ib, counts[:, ia], counts[:, ia] * counts[:, ib]).astype(np.float64)  # (B, P)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, weights @ values / total, np.nan)
+
+
+def consistency_summary(
+    pairs: pd.DataFrame, *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
+    """Pairs -> per (kind, relation, architecture where both runs share one): n pairs, n seeds, mean, min, max
+    correlation, and a bootstrap confidence interval of the mean over seeds (percentile interval, ``n_boot``
+    resamples of the seeds involved; with one seed the interval is the single value)."""
     pairs = pairs.assign(arch=np.where(pairs.arch_a == pairs.arch_b, pairs.arch_a, "(mixed)"))
-    out = (
-        pairs.groupby(["kind", "relation", "arch"])["correlation"]
-        .agg(n="count", mean="mean", min="min", max="max")
-        .reset_index()
-    )
-    return out
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (kind, rel, arch), g in pairs.groupby(["kind", "relation", "arch"], sort=True):
+        values = g["correlation"].to_numpy(np.float64)
+        boots = _bootstrap_mean(values, g["seed_a"].to_numpy(), g["seed_b"].to_numpy(), n_boot, rng)
+        lo, hi = np.nanquantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2])
+        rows.append({
+            "kind": kind, "relation": rel, "arch": arch, "n": len(g),
+            "n_seeds": int(np.unique(np.concatenate([g["seed_a"], g["seed_b"]])).size),
+            "mean": float(values.mean()), "ci_low": float(lo), "ci_high": float(hi),
+            "confidence": confidence, "n_boot": n_boot,
+            "min": float(values.min()), "max": float(values.max()),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def profile_contrast(profiles: pd.DataFrame) -> pd.DataFrame:
@@ -92,3 +127,163 @@ def profile_contrast(profiles: pd.DataFrame) -> pd.DataFrame:
     out["coefficient_of_variation"] = [float(np.std(p) / np.mean(p)) for p in profiles["profile"]]
     out["max_over_min"] = [float(np.max(p) / max(np.min(p), 1e-300)) for p in profiles["profile"]]
     return out
+
+
+# ------------------------------------------------------------------------ whitening (PAPER.md section 5)
+
+
+def response_flatness(energy: np.ndarray, eigenvalues: np.ndarray) -> float:
+    """Flatness of the response profile r_i = e_i * sigma_i: geometric over arithmetic mean of r_i^2 (1 = white).
+    Eigenvalues below 1e-12 of the largest are floored there (a zero direction would make any bank non-white)."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    lam = np.maximum(lam, lam.max() * 1e-12)
+    r2 = np.asarray(energy, dtype=np.float64) ** 2 * lam
+    if np.any(r2 <= 0):
+        return 0.0
+    return float(np.exp(np.mean(np.log(r2))) / np.mean(r2))
+
+
+def whitening_frame(energy: pd.DataFrame) -> pd.DataFrame:
+    """Tidy energy -> response flatness per run: of the data alone (a flat e, so r_i^2 = lambda_i; stage 'data'),
+    of W0 (stage 'init', step 0) and of W at every snapshot (stage 'trained'), with 'final' marking the last step."""
+    rows = []
+    w = energy[energy["kind"] == "W"]
+    for keys, g in w.groupby([*RUN_KEYS, "model", "kernel_size"], sort=True):
+        base = dict(zip([*RUN_KEYS, "model", "kernel_size"], keys, strict=True))
+        last = g["step"].max()
+        first = True
+        for step, s in g.groupby("step", sort=True):
+            s = s.sort_values("component")
+            lam = s["eigenvalue"].to_numpy()
+            if first:
+                rows.append({**base, "stage": "data", "step": -1, "final": False,
+                             "flatness": response_flatness(np.ones_like(lam), lam)})  # fmt: skip
+                first = False
+            rows.append({**base, "stage": "init" if step == 0 else "trained", "step": int(step),
+                         "final": bool(step == last),
+                         "flatness": response_flatness(s["energy"].to_numpy(), lam)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def whitening_summary(whitening: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, labels): flatness of the data, of W0 and of the final W (means over seeds), and the
+    fraction of runs whose final W is flatter than their W0."""
+    rows = []
+    for (dataset, arch, labels), g in whitening.groupby(["dataset", "arch", "labels"], sort=True):
+        init = g[g.stage == "init"].set_index("seed")["flatness"]
+        final = g[(g.stage == "trained") & g.final].set_index("seed")["flatness"]
+        common = init.index.intersection(final.index)
+        rows.append({
+            "dataset": dataset, "arch": arch, "labels": labels, "n_seeds": len(common),
+            "data": float(g[g.stage == "data"]["flatness"].mean()), "init": float(init.mean()),
+            "trained": float(final.mean()),
+            "fraction_flatter_than_init": float((final[common] > init[common]).mean()) if len(common) else np.nan,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------ label information
+
+
+def class_mean_patches(
+    images: np.ndarray, labels: np.ndarray, kernel_size: int, mean: np.ndarray, std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, c, h, w) uint8 images and (n,) labels -> (classes,), (classes, d) mean patch of each class (over all its
+    images and positions, normalised like the network input) and (classes,) image counts. A mean patch is the
+    window average of the class's mean image, so no patch is unfolded."""
+    import torch
+
+    from firstlayer.patches import normalise, unfold_patches
+
+    classes = np.unique(labels)
+    out, counts = [], []
+    for c in classes:
+        sel = images[labels == c]
+        mean_image = torch.from_numpy(sel.astype(np.float64).mean(axis=0)).to(torch.float64)[None]  # (1, c, h, w)
+        x = normalise(mean_image, torch.as_tensor(mean), torch.as_tensor(std), torch.float64)
+        out.append(unfold_patches(x, kernel_size).mean(0).numpy())
+        counts.append(len(sel))
+    return classes, np.stack(out), np.asarray(counts)
+
+
+def label_information(
+    images: np.ndarray,
+    labels: np.ndarray,
+    kernel_size: int,
+    mean: np.ndarray,
+    std: np.ndarray,
+    eigenvalues: np.ndarray,
+    basis: np.ndarray,
+) -> pd.DataFrame:
+    """How much first-order patch information the labels carry, per PCA component i: the spread of the class-mean
+    patches along u_i (between-class variance, classes weighted by their image counts) relative to the patch
+    variance lambda_i along it. 0 = class means identical (the linear theory's assumption for true = random
+    labels); 1 = all patch variance along u_i is between classes."""
+    _, means, counts = class_mean_patches(images, labels, kernel_size, mean, std)
+    w = counts / counts.sum()
+    centred = means - w @ means
+    between = w @ (centred @ basis) ** 2  # (d,)
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    return pd.DataFrame({
+        "component": np.arange(1, len(lam) + 1), "eigenvalue": lam, "between_class_variance": between,
+        "ratio": between / np.maximum(lam, lam.max() * 1e-12),
+    })  # fmt: skip
+
+
+def label_information_summary(info: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, kernel size): the share of all patch variance that lies between class means, and the largest
+    per-component ratio with its component."""
+    rows = []
+    for (dataset, k), g in info.groupby(["dataset", "kernel_size"], sort=True):
+        top = g.loc[g["ratio"].idxmax()]
+        rows.append({
+            "dataset": dataset, "kernel_size": int(k),
+            "between_class_share": float(g["between_class_variance"].sum() / g["eigenvalue"].sum()),
+            "max_ratio": float(top["ratio"]), "max_ratio_component": int(top["component"]),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------ accuracy and the frozen control
+
+
+def final_accuracy(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Tidy metrics -> per (dataset, arch, labels): train and held-out test accuracy at each run's last step,
+    mean and standard deviation over seeds."""
+    acc = metrics[metrics["metric"].isin(["train_accuracy", "test_accuracy"])]
+    last = acc.groupby(RUN_KEYS)["step"].transform("max")
+    final = acc[acc["step"] == last].pivot_table(index=RUN_KEYS, columns="metric", values="value").reset_index()
+    out = final.groupby(["dataset", "arch", "labels"], sort=True).agg(
+        n_seeds=("seed", "nunique"),
+        train_accuracy=("train_accuracy", "mean"),
+        test_accuracy=("test_accuracy", "mean"),
+        test_accuracy_std=("test_accuracy", "std"),
+    )
+    return out.reset_index()
+
+
+def chance_accuracy(manifest: pd.DataFrame) -> float:
+    """Test accuracy of always answering the most frequent test class (a dataset's chance level)."""
+    test = manifest.loc[manifest["split"] == "test", "label"]
+    return float(test.value_counts(normalize=True).max())
+
+
+def frozen_accuracy(metrics: pd.DataFrame, chance: dict[str, float] | None = None) -> pd.DataFrame:
+    """Per (dataset, arch) that has both: test accuracy with the whole network trained (true labels) and with the
+    first layer frozen at its random init, the difference (frozen - trained), and the dataset's chance level
+    (``chance_accuracy``; NaN when not given): the comparison says something only where training beat chance."""
+    columns = ["dataset", "arch", "test_accuracy_trained", "test_accuracy_frozen", "difference", "chance"]
+    acc = final_accuracy(metrics)
+    wide = acc.pivot_table(index=["dataset", "arch"], columns="labels", values="test_accuracy")
+    if "frozen" not in wide or "true" not in wide:
+        return pd.DataFrame(columns=columns)
+    out = (
+        wide[["true", "frozen"]]
+        .dropna()
+        .rename(columns={"true": "test_accuracy_trained", "frozen": "test_accuracy_frozen"})
+    )
+    out["difference"] = out["test_accuracy_frozen"] - out["test_accuracy_trained"]
+    out.columns.name = None
+    out = out.reset_index()
+    out["chance"] = out["dataset"].map(chance or {}).astype(float)
+    return out[columns]

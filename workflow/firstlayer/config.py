@@ -132,13 +132,49 @@ def _cross_check(config: dict[str, Any]) -> None:
                 f"config key 'architectures.{name}.seeds_per_job': {arch['model']} trains one seed per job; "
                 f"several seeds per job need a model without batch statistics: {', '.join(STACKABLE_MODELS)}"
             )
+        if ("steps" in arch) == ("epochs" in arch):
+            found = "both" if "steps" in arch else "neither"
+            problems.append(
+                f"config key 'architectures.{name}': give exactly one of 'steps' (optimiser steps) and 'epochs' "
+                f"(passes over the training images); found {found}"
+            )
         if arch["model"] == "resnet18" and arch.get("width", 64) != 64:
             problems.append(
                 f"config key 'architectures.{name}.width': resnet18's stem has 64 filters "
                 "(torchvision's constructor); remove 'width' or use model small_cnn/linear"
             )
+    problems += _pretrained_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _pretrained_problems(config: dict[str, Any]) -> list[str]:
+    """Cross-checks of the `pretrained` section: its dataset, unique names, weights torchvision knows."""
+    section = config.get("pretrained") or {}
+    models = section.get("models") or []
+    if not models:
+        return []
+    from firstlayer.pretrained import weights_entry  # imports torchvision: only when pretrained models are set
+
+    problems = []
+    dataset = section.get("dataset")
+    if dataset not in config["datasets"]:
+        what = "is required when 'pretrained.models' is not empty" if dataset is None else f"'{dataset}' is unknown"
+        names = ", ".join(sorted(config["datasets"]))
+        problems.append(f"config key 'pretrained.dataset': {what}; defined under 'datasets': {names}")
+    seen: set[str] = set()
+    for i, entry in enumerate(models):
+        if entry["name"] in seen:
+            problems.append(
+                f"config key 'pretrained.models.{i}.name': {entry['name']} is listed twice "
+                "(its results go to results/pretrained/{name}/)"
+            )
+        seen.add(entry["name"])
+        try:
+            weights_entry(entry["name"], entry["weights"])
+        except ValueError as error:
+            problems.append(f"config key 'pretrained.models.{i}.weights': {error}")
+    return problems
 
 
 def expand_grid(config: Mapping[str, Any]) -> list[Run]:
@@ -168,9 +204,16 @@ def train_jobs(config: Mapping[str, Any]) -> list[TrainJob]:
 
 
 def kernel_sizes(config: Mapping[str, Any], dataset: str) -> list[int]:
-    """Kernel sizes whose patch PCA the dataset needs: those of the networks trained on it, plus the extras."""
+    """Kernel sizes whose patch PCA the dataset needs: those of the networks trained on it, plus the extras, the
+    exact linear check's, and the first-layer sizes of the pretrained models profiled on it."""
     sizes = {config["architectures"][r.arch]["kernel_size"] for r in expand_grid(config) if r.dataset == dataset}
     sizes.update(config["patches"]["extra_kernel_sizes"])
+    sizes.add(config.get("theory", {}).get("kernel_size", 3))  # the exact linear check runs on every dataset
+    pretrained = config.get("pretrained") or {}
+    if pretrained.get("models") and pretrained.get("dataset") == dataset:
+        from firstlayer.pretrained import first_layer_weight  # imports torchvision: only when models are set
+
+        sizes.update(first_layer_weight(m["name"]).kernel_size for m in pretrained["models"])
     return sorted(sizes)
 
 

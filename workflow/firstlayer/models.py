@@ -1,19 +1,40 @@
 """Networks and the rule that finds their first layer.
 
-The first layer of each architecture is named in ``FIRST_LAYER`` (a module path for ``get_submodule``): it is
-the convolution that sees the normalised image. Nothing is guessed from module order.
+The first layer of each architecture is named in ``FIRST_LAYER`` (a module path for ``get_submodule``): the
+Conv2d that the normalised image itself goes into, before any other layer touches it (a test holds this with
+forward hooks for every architecture). Nothing is guessed from module order.
+
+- ``linear``: ``conv``, the only convolution.
+- ``small_cnn``: ``features.0``, the head of the ``features`` stack.
+- ``resnet18``, ``resnet20``: ``conv1``, the stem; the residual stages start after it (and after its BatchNorm).
+- ``vgg11_bn``: ``features.0``, the first conv of torchvision's VGG ``features`` stack.
+- ``vit_tiny``: ``conv_proj``, the patch embedding: a k x k, stride-k convolution whose k*k*3 filters act on
+  non-overlapping patches, the same patch vectors (channel, row, column) as a conv layer's.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock
+from torchvision.models.vgg import make_layers
 
-ARCHITECTURES = ("linear", "small_cnn", "resnet18")
+ARCHITECTURES = ("linear", "small_cnn", "resnet18", "resnet20", "vgg11_bn", "vit_tiny")
 
-#: Module path of the first layer in each architecture built by ``build_model``.
-FIRST_LAYER = {"linear": "conv", "small_cnn": "features.0", "resnet18": "conv1"}
+#: Module path of the first layer in each architecture built by ``build_model`` (see the module docstring).
+FIRST_LAYER = {
+    "linear": "conv",
+    "small_cnn": "features.0",
+    "resnet18": "conv1",
+    "resnet20": "conv1",
+    "vgg11_bn": "features.0",
+    "vit_tiny": "conv_proj",
+}
+
+#: ``width`` when the config gives none: the number of first-layer filters of each architecture.
+DEFAULT_WIDTH = {"linear": 64, "small_cnn": 32, "resnet18": 64, "resnet20": 16, "vgg11_bn": 64, "vit_tiny": 192}
 
 
 class LinearCNN(nn.Module):
@@ -62,17 +83,136 @@ def resnet18(num_classes: int, kernel_size: int = 3) -> nn.Module:
     return model
 
 
+class ShortcutA(nn.Module):
+    """The parameter-free shortcut of He et al. 2016 (option A, their CIFAR choice): subsample by `stride` and pad
+    the new channels with zeros."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.stride, self.extra = stride, out_channels - in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+
+class ResNet20(nn.Module):
+    """ResNet-20 for CIFAR (He et al. 2016, section 4.2): a k x k conv of `width` filters (16 in the paper), three
+    stages of three torchvision BasicBlocks with width, 2*width, 4*width channels (the 2nd and 3rd start with
+    stride 2, through option-A shortcuts), global average pooling, linear. 0.27 M parameters at width 16."""
+
+    def __init__(self, num_classes: int, kernel_size: int = 3, width: int = 16, blocks_per_stage: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        stages, channels = [], width
+        for i, out in enumerate((width, 2 * width, 4 * width)):
+            blocks = []
+            for j in range(blocks_per_stage):
+                stride = 2 if i > 0 and j == 0 else 1
+                shortcut = ShortcutA(channels, out, stride) if stride != 1 or channels != out else None
+                blocks.append(BasicBlock(channels, out, stride, downsample=shortcut))
+                channels = out
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+        # torchvision's ResNet init (as for resnet18): Kaiming fan_out convs, BatchNorm at identity
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(self.avgpool(x).flatten(1))
+
+
+#: torchvision's VGG-11 configuration "A": conv channels, "M" = 2x2 max-pool.
+VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+class VGG11BN(nn.Module):
+    """VGG-11 with BatchNorm: torchvision's ``features`` stack (``make_layers`` of configuration A), every channel
+    count scaled by width / 64 (64 = torchvision's), the first conv k x k (3x3 in VGG).
+
+    For 32x32 inputs the five max-pools leave a 1x1 map, so torchvision's 7x7 average pool and 4096-wide
+    three-layer classifier (123 M parameters, made for 224x224 ImageNet) are replaced by global average pooling
+    and one Linear(8 * width, classes), the usual CIFAR VGG head. Init: torchvision VGG's (Kaiming fan_out convs,
+    BatchNorm at identity, Linear N(0, 0.01) with zero bias)."""
+
+    def __init__(self, num_classes: int, kernel_size: int = 3, width: int = 64) -> None:
+        super().__init__()
+        cfg = [v if v == "M" else v * width // 64 for v in VGG11]
+        self.features = make_layers(cfg, batch_norm=True)
+        self.features[0] = nn.Conv2d(3, cfg[0], kernel_size, padding=kernel_size // 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(cfg[-2], num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+
+
+#: vit_tiny: ViT-Tiny's embedding size (192) and heads (3), with 4 encoder blocks instead of 12 (CPU-sized).
+VIT_LAYERS, VIT_HEADS, VIT_MLP_RATIO = 4, 3, 4
+
+
+def vit_tiny(num_classes: int, patch_size: int, width: int, image_size: int) -> nn.Module:
+    """torchvision's VisionTransformer at `image_size`: a patch_size x patch_size, stride-patch_size Conv2d patch
+    embedding of `width` channels (its first layer), a class token, 4 pre-norm encoder blocks of 3 heads, a
+    linear head (torchvision's init: truncated-normal patch embedding, zero head)."""
+    if image_size % patch_size:
+        raise ValueError(f"vit_tiny: kernel_size (patch size) {patch_size} does not divide the image side {image_size}")
+    if width % VIT_HEADS:
+        raise ValueError(f"vit_tiny: width {width} is not a multiple of its {VIT_HEADS} attention heads")
+    return torchvision.models.VisionTransformer(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_layers=VIT_LAYERS,
+        num_heads=VIT_HEADS,
+        hidden_dim=width,
+        mlp_dim=VIT_MLP_RATIO * width,
+        num_classes=num_classes,
+    )
+
+
 def build_model(
     name: str, *, num_classes: int, kernel_size: int = 3, width: int | None = None, image_size: int = 32
 ) -> nn.Module:
-    """A freshly initialised network (init drawn from torch's global RNG: seed it around this call)."""
+    """A freshly initialised network (init drawn from torch's global RNG: seed it around this call).
+
+    `width` is the number of first-layer filters (``DEFAULT_WIDTH`` when None); resnet20, vgg11_bn and vit_tiny
+    scale their later layers with it, resnet18 has torchvision's fixed 64."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(ARCHITECTURES)}")
+    width = width or DEFAULT_WIDTH[name]
     if name == "linear":
-        return LinearCNN(num_classes, kernel_size, width or 64, image_size)
+        return LinearCNN(num_classes, kernel_size, width, image_size)
     if name == "small_cnn":
-        return SmallCNN(num_classes, kernel_size, width or 32)
+        return SmallCNN(num_classes, kernel_size, width)
     if name == "resnet18":
         return resnet18(num_classes, kernel_size)
-    raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(ARCHITECTURES)}")
+    if name == "resnet20":
+        return ResNet20(num_classes, kernel_size, width)
+    if name == "vgg11_bn":
+        if image_size < 32:
+            raise ValueError(f"vgg11_bn needs images of at least 32x32 (five 2x2 max-pools), got {image_size}")
+        return VGG11BN(num_classes, kernel_size, width)
+    return vit_tiny(num_classes, kernel_size, width, image_size)
 
 
 def first_layer(model: nn.Module, name: str) -> nn.Conv2d:

@@ -310,6 +310,25 @@ def moments_from_frames(frames: list[pd.DataFrame], statistic: str) -> PatchMome
     return PatchMoments(int(rows["count"].sum()), total, outer)
 
 
+def sample_patches(
+    images: np.ndarray, kernel_size: int, mean: np.ndarray, std: np.ndarray, count: int, seed: int
+) -> np.ndarray:
+    """(n, c, h, w) uint8 -> (count, c*k*k) float64 patches at seeded random images and positions, normalised like
+    the network input and flattened like conv.weight.flatten(1)."""
+    n, c, h, w = images.shape
+    k = kernel_size
+    rng = np.random.default_rng(seed)
+    which = rng.integers(0, n, size=count)
+    rows = rng.integers(0, h - k + 1, size=count)
+    cols = rng.integers(0, w - k + 1, size=count)
+    di, dj = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    r = rows[:, None, None] + di[None]  # (count, k, k)
+    q = cols[:, None, None] + dj[None]
+    pix = images[which[:, None, None, None], np.arange(c)[None, :, None, None], r[:, None], q[:, None]]
+    x = (pix.astype(np.float64) / 255 - np.asarray(mean)[None, :, None, None]) / np.asarray(std)[None, :, None, None]
+    return x.reshape(count, c * k * k)
+
+
 def patch_pca(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(d, d) covariance -> eigenvalues (d,) descending (clipped at 0) and eigenvectors (d, d) as columns.
 

@@ -1,6 +1,16 @@
-"""Figures (seaborn), drawn from tidy tables only."""
+"""Figures, drawn from tidy tables only (matplotlib with the Agg backend, seaborn styles): one function per figure of
+the report, each returning a Figure; plus the HTML pages of the report (replication table, configuration).
+
+Every function accepts whatever the grid produced: one or many datasets and architectures, 27/75/147 components,
+one or several seeds, runs with a frozen first layer or none."""
 
 from __future__ import annotations
+
+import functools
+import html
+import io
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -10,118 +20,758 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import yaml
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from firstlayer.analysis import RUN_KEYS
-from firstlayer.theory import formula_profile
+from firstlayer.analysis import LEARNING_MODES, RUN_KEYS
+from firstlayer.energy import pca_basis, snapshot_arrays
+from firstlayer.theory import formula_profile, init_aware_profile
 
-LABEL_NAMES = {"true": "true labels", "random": "random labels"}
-
-
-def normalised_profiles(energy: pd.DataFrame) -> pd.DataFrame:
-    """Add `normalised_energy`: each profile (run, step, kind) divided by its maximum."""
-    peak = energy.groupby([*RUN_KEYS, "step", "kind"])["energy"].transform("max")
-    return energy.assign(normalised_energy=energy["energy"] / peak)
-
-
-def final_and_init(energy: pd.DataFrame, kind: str = "W-W0") -> pd.DataFrame:
-    """Rows of each run's last snapshot of `kind`, plus its init profile (W at step 0) as condition 'init'."""
-    energy = normalised_profiles(energy)
-    last = energy.groupby(RUN_KEYS)["step"].transform("max")
-    final = energy[(energy.kind == kind) & (energy.step == last)].assign(
-        condition=lambda d: d["labels"].map(LABEL_NAMES)
-    )
-    init = energy[(energy.kind == "W") & (energy.step == 0)].assign(condition="initialisation (W0)")
-    return pd.concat([final, init], ignore_index=True)
-
-
-def plot_profiles(energy: pd.DataFrame, *, kind: str = "W-W0", log_x: bool = True) -> plt.Figure:
-    """Energy profiles by condition: one panel per dataset and architecture, seeds as a band, init dashed."""
-    data = final_and_init(energy, kind)
-    data["panel"] = data["dataset"] + " / " + data["arch"]
-    grid = sns.relplot(
-        data=data,
-        x="component",
-        y="normalised_energy",
-        hue="condition",
-        style="condition",
-        dashes={"true labels": "", "random labels": "", "initialisation (W0)": (4, 2)},
-        col="panel",
-        col_order=sorted(data["panel"].unique()),
-        col_wrap=min(3, data["panel"].nunique()),
-        kind="line",
-        errorbar=("pi", 100),
-        height=2.8,
-        aspect=1.3,
-        facet_kws={"sharex": False},
-    )
-    grid.set_axis_labels("PCA component (by decreasing variance)", "energy / max")
-    grid.set_titles(col_template="{col_name}")
-    if log_x:
-        for ax in grid.axes.flat:
-            ax.set_xscale("log")
-    grid.figure.suptitle(f"First-layer energy profiles of {kind} (band: range over seeds)", y=1.02)
-    return grid.figure
+#: Label modes in the order they are drawn, and their names in words.
+LABEL_ORDER = ("true", "random", "frozen")
+LABEL_NAMES = {"true": "true labels", "random": "random labels", "frozen": "first layer frozen at init"}
+LABEL_COLOURS = {"true": "#1f77b4", "random": "#ff7f0e", "frozen": "#2ca02c"}
+INIT_NAME = "initialisation $W_0$ (step 0)"
+INIT_COLOUR = "#444444"
+KIND_NAMES = {"W": "trained weights $W$", "W-W0": "change from init $W - W_0$"}
+ENERGY_LABEL = r"normalised energy $e_i\,/\,e_{\max}$"
+COMPONENT_LABEL = r"PCA component $i$ (by decreasing eigenvalue $\lambda_i$)"
+FORMULA_NAME = r"formula $(1 - e^{-\tau\lambda_i})/\sqrt{\lambda_i}$"
+#: Filter and PCA-basis mosaics show at most this many tiles.
+MAX_TILES = 64
+#: Consistency heatmaps write the correlation into each cell up to this many runs.
+MAX_ANNOTATED_RUNS = 24
+RC = {
+    "figure.dpi": 100,
+    "font.size": 9,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.title_fontsize": 8.5,
+    "figure.titlesize": 11,
+    "svg.hashsalt": "firstlayer",  # stable element ids: the same table gives the same SVG
+}
 
 
-def plot_fit_overlay(energy: pd.DataFrame, fits: pd.DataFrame, *, kind: str = "W-W0") -> plt.Figure:
-    """Measured final profiles (mean over seeds) against the formula at the fitted tau, one panel per
-    dataset x architecture (true labels)."""
-    data = normalised_profiles(energy)
-    last = data.groupby(RUN_KEYS)["step"].transform("max")
-    data = data[(data.kind == kind) & (data.step == last) & (data.labels == "true")]
-    panels = data[["dataset", "arch"]].drop_duplicates().sort_values(["dataset", "arch"]).to_numpy()
-    ncols = min(3, len(panels))
-    nrows = int(np.ceil(len(panels) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False)
-    for ax, (dataset, arch) in zip(axes.flat, panels, strict=False):
-        sub = data[(data.dataset == dataset) & (data.arch == arch)]
-        mean = sub.groupby("component").agg(energy=("normalised_energy", "mean"), eigenvalue=("eigenvalue", "first"))
-        f = fits[(fits.dataset == dataset) & (fits.arch == arch) & (fits.kind == kind) & (fits.labels == "true")]
-        f = f[f.step == f.step.max()]
-        tau = float(np.exp(np.log(f["tau"]).mean()))
-        model = formula_profile(mean["eigenvalue"].to_numpy(), tau)
-        ax.plot(mean.index, mean["energy"], "o-", ms=3, label="measured (mean over seeds)")
-        ax.plot(mean.index, model / model.max(), "--", label=f"formula, tau = {tau:.3g}")
-        ax.set_xscale("log")
-        ax.set_title(f"{dataset} / {arch}: r = {f['correlation'].mean():.3f}", fontsize=10)
-        ax.set_xlabel("PCA component")
-        ax.set_ylabel("energy / max")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels) :]:
+def _styled(plot: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw inside the house style (seaborn 'ticks' with a light grid, RC sizes), without touching global state."""
+
+    @functools.wraps(plot)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with sns.axes_style("ticks", {"axes.grid": True, "grid.color": "#e6e6e6"}), plt.rc_context(RC):
+            return plot(*args, **kwargs)
+
+    return wrapper
+
+
+def render_figure(fig: Figure, fmt: str) -> bytes:
+    """A figure as PNG or SVG bytes (no creation date: the same figure gives the same file)."""
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"figure format {fmt!r} is not supported; use png or svg")
+    buffer = io.BytesIO()
+    metadata = {"Date": None} if fmt == "svg" else {"Software": "firstlayer (matplotlib)"}
+    with plt.rc_context(RC):
+        fig.savefig(buffer, format=fmt, dpi=110, bbox_inches="tight", metadata=metadata)
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _panel_axes(n: int, *, ncols: int = 3, width: float = 3.9, height: float = 3.0, **kwargs: Any):
+    """A figure with n panels wrapped in rows of at most ``ncols``: (figure, panels, unused cells, hidden)."""
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kwargs)
+    for ax in axes.flat[n:]:
         ax.set_visible(False)
-    fig.suptitle(f"Linear-systems formula fitted to final {kind} profiles (true labels)")
-    fig.tight_layout()
+    for i, ax in enumerate(axes.flat[:n]):
+        if kwargs.get("sharey") and i % ncols:
+            ax.tick_params(labelleft=False)  # shared y: ticks are labelled in the first column only
+    return fig, list(axes.flat[:n]), list(axes.flat[n:])
+
+
+def _legend(fig: Figure, handles: list, spare: Sequence[plt.Axes] = ()) -> None:
+    """One legend for the whole figure: in an unused panel cell when there is one, else centred below the panels
+    (never over data)."""
+    if spare:
+        ax = spare[0]
+        ax.set_visible(True)
+        ax.axis("off")
+        ax.legend(handles=handles, loc="center", frameon=False, fontsize=9)
+    else:
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 4),
+                   frameon=False)  # fmt: skip
+
+
+def _finish(fig: Figure, title: str, handles: Sequence = (), spare: Sequence[plt.Axes] = ()) -> Figure:
+    """Legend, layout and title: the panels are laid out below a band kept for the title (tight_layout alone lets a
+    two-line title run into the first row of a tall figure); y labels only in the first column of shared-y rows."""
+    for ax in fig.axes:
+        spec = ax.get_subplotspec()
+        if spec is not None and not spec.is_first_col() and ax.get_shared_y_axes().get_siblings(ax) != [ax]:
+            ax.set_ylabel("")
+    if handles:
+        _legend(fig, list(handles), spare)
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.25 + 0.2 * (title.count("\n") + 1)) / height))
+    fig.suptitle(title, y=1 - 0.1 / height, va="top")
     return fig
 
 
-def run_label(row: pd.Series, suffix: str) -> str:
-    return f"{row['dataset' + suffix]}/{row['arch' + suffix]}/{row['labels' + suffix]}/s{row['seed' + suffix]}"
+def _plain_log_ticks(axis: Any) -> None:
+    """A log axis labelled 1, 10, 100 (and 2, 5 between them when it spans few decades) rather than 10^k."""
+    low, high = sorted(np.abs(axis.get_view_interval()))
+    few_decades = high / max(low, 1e-300) < 300
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if few_decades else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
-def plot_consistency(pairs: pd.DataFrame, *, kind: str = "W-W0") -> plt.Figure:
-    """Heatmap of pairwise correlations of final profiles, runs ordered by dataset, architecture, labels, seed."""
-    pairs = pairs[(pairs.kind == kind) & (pairs.relation != "trained vs init")]
-    a = pairs.apply(run_label, axis=1, suffix="_a")
-    b = pairs.apply(run_label, axis=1, suffix="_b")
-    names = sorted(set(a) | set(b))
-    matrix = pd.DataFrame(np.nan, index=names, columns=names)  # NaN: not comparable (other kernel size)
-    for x in names:
-        matrix.loc[x, x] = 1.0
-    for x, y, r in zip(a, b, pairs["correlation"], strict=True):
-        matrix.loc[x, y] = matrix.loc[y, x] = r
-    size = max(5.0, 0.42 * len(names) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    sns.heatmap(
-        matrix,
-        ax=ax,
-        vmin=-1,
-        vmax=1,
-        cmap="vlag",
-        annot=len(names) <= 24,
-        fmt=".2f",
-        annot_kws={"fontsize": 6},
-        square=True,
-        cbar_kws={"label": "Pearson correlation of profiles"},
+def _ordered(values: Sequence[str], order: Sequence[str]) -> list[str]:
+    """Distinct values, those named in ``order`` first in that order, then the rest sorted."""
+    distinct = list(dict.fromkeys(values))
+    return [v for v in order if v in distinct] + sorted(v for v in distinct if v not in order)
+
+
+def _label_name(labels: str) -> str:
+    return LABEL_NAMES.get(labels, f"{labels} labels")
+
+
+def _label_colour(labels: str) -> str:
+    return LABEL_COLOURS.get(labels, "#9467bd")
+
+
+def _last_steps(frame: pd.DataFrame) -> pd.Series:
+    """True on the rows of each run's last step."""
+    return frame["step"] == frame.groupby(RUN_KEYS)["step"].transform("max")
+
+
+def _normalised(energy: pd.DataFrame) -> pd.DataFrame:
+    """Add `normalised_energy`: each profile (run, step, kind) divided by its maximum (NaN for an all-zero one)."""
+    peak = energy.groupby([*RUN_KEYS, "step", "kind"])["energy"].transform("max")
+    return energy.assign(normalised_energy=energy["energy"] / peak.where(peak > 0))
+
+
+def _band(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Per component: mean, min and max of ``value`` over seeds, and the eigenvalue."""
+    return frame.groupby("component").agg(
+        mean=(value, "mean"), low=(value, "min"), high=(value, "max"), eigenvalue=("eigenvalue", "first")
     )
-    ax.set_title(f"Consistency of final {kind} energy profiles (dataset/arch/labels/seed)")
+
+
+def _family_title(dataset: str, arch: str, kernel_size: int | None = None, components: int | None = None) -> str:
+    title = f"{dataset} / {arch}"
+    if kernel_size is not None and components is not None:
+        title += f"\n{kernel_size}×{kernel_size} filters, {components} components"
+    return title
+
+
+def _empty_figure(message: str) -> Figure:
+    """A one-panel figure that says what is missing (a grid without the experiment still gets its figure)."""
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
     return fig
+
+
+def _scaled(model: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``model`` times the least-squares scale that matches it to ``target`` (shapes are compared, not sizes)."""
+    ok = np.isfinite(target)
+    denominator = float(model[ok] @ model[ok])
+    return model * (float(model[ok] @ target[ok]) / denominator if denominator > 0 else 1.0)
+
+
+def _geometric_mean(values: pd.Series) -> float:
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.exp(np.log(values).mean())) if len(values) else float("nan")
+
+
+# ------------------------------------------------------------------------ 1. energy profiles by condition
+
+
+@_styled
+def plot_profiles(energy: pd.DataFrame, *, kind: str = "W-W0", log_x: bool = True) -> Figure:
+    """Final energy profiles of ``kind`` by label condition (mean over seeds, band: min–max over seeds) with the
+    initial profile dashed, one panel per dataset and architecture. Frozen runs appear for kind W only (their
+    W − W0 is zero)."""
+    data = _normalised(energy)
+    final = data[(data["kind"] == kind) & _last_steps(data) & data["normalised_energy"].notna()]
+    init = data[(data["kind"] == "W") & (data["step"] == 0)]
+    families = sorted(data[["dataset", "arch"]].drop_duplicates().itertuples(index=False, name=None))
+    if not families:
+        return _empty_figure("no energy profiles in this run")
+    fig, axes, spare = _panel_axes(len(families), sharey=True)
+    conditions = _ordered(final["labels"], LABEL_ORDER)
+    for ax, (dataset, arch) in zip(axes, families, strict=True):
+        here = (data["dataset"] == dataset) & (data["arch"] == arch)
+        curves = [(_label_name(lab), _label_colour(lab), "-", final[here.loc[final.index] & (final["labels"] == lab)])
+                  for lab in conditions]  # fmt: skip
+        curves.append((INIT_NAME, INIT_COLOUR, "--", init[here.loc[init.index]]))
+        for name, colour, style, rows in curves:
+            if rows.empty:
+                continue
+            band = _band(rows, "normalised_energy")
+            ax.plot(band.index, band["mean"], style, color=colour, lw=1.6, label=name)
+            ax.fill_between(band.index, band["low"], band["high"], color=colour, alpha=0.2, lw=0)
+        sub = data[here]
+        ax.set_title(_family_title(dataset, arch, int(sub["kernel_size"].iloc[0]), int(sub["component"].max())))
+        if log_x:
+            ax.set_xscale("log")
+            _plain_log_ticks(ax.xaxis)
+        ax.set_xlabel(COMPONENT_LABEL)
+        ax.set_ylabel(ENERGY_LABEL)
+        ax.set_ylim(0, 1.05)
+    handles = [Line2D([], [], color=_label_colour(lab), lw=1.6, label=_label_name(lab)) for lab in conditions]
+    handles.append(Line2D([], [], color=INIT_COLOUR, ls="--", lw=1.6, label=INIT_NAME))
+    title = (f"First-layer energy profiles of the {KIND_NAMES.get(kind, kind)} at the last step\n"
+             "(line: mean over seeds, band: min–max over seeds)")  # fmt: skip
+    return _finish(fig, title, handles, spare)
+
+
+# ------------------------------------------------------------------------ 2. formula fit overlay
+
+
+@_styled
+def plot_fit_overlay(energy: pd.DataFrame, fits: pd.DataFrame, *, kind: str = "W-W0") -> Figure:
+    """Measured final profiles of ``kind`` (mean over seeds, band: min–max) against the one-parameter formula and
+    the init-aware formula at the fitted τ (geometric mean over seeds), one panel per run family (dataset,
+    architecture, labels that learn); τ and the fit's correlation in each title."""
+    data = _normalised(energy)
+    data = data[(data["kind"] == kind) & _last_steps(data) & data["labels"].isin(LEARNING_MODES)]
+    fits = fits[(fits["kind"] == kind) & fits["labels"].isin(LEARNING_MODES)]
+    fits = fits[fits["step"] == fits.groupby(RUN_KEYS)["step"].transform("max")]
+    families = sorted(
+        data[["dataset", "arch", "labels"]].drop_duplicates().itertuples(index=False, name=None),
+        key=lambda f: (f[0], f[1], LABEL_ORDER.index(f[2]) if f[2] in LABEL_ORDER else 9),
+    )
+    if not families:
+        return _empty_figure(f"no trained {kind} profiles to fit in this run")
+    ncols = 4 if len(families) > 9 else 3
+    fig, axes, spare = _panel_axes(len(families), ncols=ncols, width=3.9, height=3.3, sharey=True)
+    for ax, (dataset, arch, labels) in zip(axes, families, strict=True):
+        rows = data[(data["dataset"] == dataset) & (data["arch"] == arch) & (data["labels"] == labels)]
+        band = _band(rows, "normalised_energy")
+        lam = band["eigenvalue"].to_numpy()
+        ax.fill_between(band.index, band["low"], band["high"], color=_label_colour(labels), alpha=0.2, lw=0)
+        ax.plot(band.index, band["mean"], "o-", ms=2.5, lw=1.2, color=_label_colour(labels))
+        family = fits[(fits["dataset"] == dataset) & (fits["arch"] == arch) & (fits["labels"] == labels)]
+        title = [f"{dataset} / {arch}, {_label_name(labels)}"]
+        for formula, style, colour in (("one_parameter", "--", "black"), ("init_aware", ":", "#d62728")):
+            f = family[family["formula"] == formula]
+            if f.empty:
+                continue
+            tau = _geometric_mean(f["tau"])
+            if formula == "one_parameter":
+                model = formula_profile(lam, tau)
+                title.append(f"τ = {tau:.3g}, r = {f['correlation'].mean():.3f}")
+            else:
+                beta = float(f["beta"].mean())
+                model = init_aware_profile(lam, np.array([tau]), np.array([beta]), kind)[0]
+                title[-1] += f"; init-aware r = {f['correlation'].mean():.3f}"
+            ax.plot(band.index, _scaled(model, band["mean"].to_numpy()), style, color=colour, lw=1.5)
+        ax.set_title("\n".join(title))
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+        ax.set_xlabel(COMPONENT_LABEL)
+        ax.set_ylabel(ENERGY_LABEL)
+    conditions = _ordered([f[2] for f in families], LABEL_ORDER)
+    handles = [Line2D([], [], color=_label_colour(lab), marker="o", ms=3, lw=1.2, label=f"measured, {_label_name(lab)}")
+               for lab in conditions]  # fmt: skip
+    handles += [
+        Line2D([], [], color="black", ls="--", lw=1.5, label=FORMULA_NAME),
+        Line2D([], [], color="#d62728", ls=":", lw=1.5, label=r"init-aware formula ($\tau$, $\beta$)"),
+    ]
+    title = (
+        f"Linear-systems formula fitted to the final {KIND_NAMES.get(kind, kind)}\n(τ: geometric mean over seeds, "
+        "r: mean correlation of the per-seed fits; formulas scaled by least squares)"
+    )
+    return _finish(fig, title, handles, spare)
+
+
+# ------------------------------------------------------------------------ 3. consistency heatmap
+
+
+def _run_name(dataset: str, arch: str, labels: str, seed: Any) -> str:
+    return f"{dataset} · {arch} · {_label_name(labels)} · seed {seed}"
+
+
+@_styled
+def plot_consistency(pairs: pd.DataFrame, *, kind: str = "W-W0") -> Figure:
+    """Heatmap of the Pearson correlations of every pair of final ``kind`` profiles, runs ordered by dataset,
+    architecture, labels and seed, with lines between dataset/architecture groups; grey: not comparable (different
+    kernel sizes)."""
+    pairs = pairs[(pairs["kind"] == kind) & (pairs["relation"] != "trained vs init")]
+    if pairs.empty:
+        return _empty_figure(f"no pair of final {kind} profiles to compare in this run")
+    runs = pd.concat(
+        [pairs[[f"{k}_{side}" for k in RUN_KEYS]].set_axis(RUN_KEYS, axis=1) for side in ("a", "b")]
+    ).drop_duplicates()
+    runs["label_rank"] = runs["labels"].map(lambda v: LABEL_ORDER.index(v) if v in LABEL_ORDER else 9)
+    runs = runs.sort_values(["dataset", "arch", "label_rank", "labels", "seed"]).reset_index(drop=True)
+    names = [_run_name(*r) for r in runs[RUN_KEYS].itertuples(index=False, name=None)]
+    index = {tuple(r): i for i, r in enumerate(runs[RUN_KEYS].itertuples(index=False, name=None))}
+    n = len(names)
+    matrix = np.full((n, n), np.nan)
+    np.fill_diagonal(matrix, 1.0)
+    for row in pairs.itertuples(index=False):
+        i = index[(row.dataset_a, row.arch_a, row.labels_a, row.seed_a)]
+        j = index[(row.dataset_b, row.arch_b, row.labels_b, row.seed_b)]
+        matrix[i, j] = matrix[j, i] = row.correlation
+    low = float(np.floor(min(np.nanmin(matrix), 0.9) * 10) / 10)
+    cell = 0.34 if n <= MAX_ANNOTATED_RUNS else max(0.12, 8.0 / n)
+    side = min(18.0, max(4.0, cell * n))
+    fig, ax = plt.subplots(figsize=(side + 4.2, side + 2.6))
+    ax.set_facecolor("#d9d9d9")
+    sns.heatmap(
+        pd.DataFrame(matrix, index=names, columns=names),
+        ax=ax,
+        vmin=max(low, -1.0),
+        vmax=1.0,
+        cmap="viridis",
+        annot=n <= MAX_ANNOTATED_RUNS,
+        fmt=".2f",
+        annot_kws={"fontsize": 6.5 if n > 14 else 8},
+        square=True,
+        linewidths=0,
+        cbar_kws={"label": "Pearson correlation of the two profiles", "shrink": 0.6},
+        xticklabels=True,
+        yticklabels=True,
+    )
+    ax.grid(False)
+    tick_size = 8 if n <= MAX_ANNOTATED_RUNS else max(4.0, 8 - n / 20)
+    ax.tick_params(labelsize=tick_size, length=0)
+    groups = runs["dataset"] + "/" + runs["arch"]
+    for edge in np.flatnonzero(groups.to_numpy()[1:] != groups.to_numpy()[:-1]) + 1:
+        ax.axhline(edge, color="white", lw=1.5)
+        ax.axvline(edge, color="white", lw=1.5)
+    ax.set_xlabel("run (dataset · architecture · labels · seed)")
+    ax.set_ylabel("run (dataset · architecture · labels · seed)")
+    ax.set_title(
+        f"Consistency of the final {KIND_NAMES.get(kind, kind)} energy profiles across runs\n"
+        "(white lines separate dataset/architecture groups; grey: different kernel sizes, not comparable)"
+    )
+    return fig
+
+
+# ------------------------------------------------------------------------ 4. the filters and the PCA basis
+
+
+def filter_tiles(bank: np.ndarray, kernel_size: int) -> np.ndarray:
+    """(K, d) filters in conv.weight.flatten(1) order (channel, row, column) -> (K, k, k, 3) RGB tiles in [0, 1],
+    each contrast-normalised on its own (0 maps to grey, the largest |weight| to black or full colour).
+    Banks of other than 3 channels are shown in grey levels of their mean over channels."""
+    bank = np.asarray(bank, dtype=np.float64)
+    count, d = bank.shape
+    channels = d // (kernel_size * kernel_size)
+    if channels * kernel_size * kernel_size != d:
+        raise ValueError(f"filters of dimension {d} are not c×{kernel_size}×{kernel_size}")
+    tiles = bank.reshape(count, channels, kernel_size, kernel_size).transpose(0, 2, 3, 1)
+    if channels != 3:
+        tiles = np.repeat(tiles.mean(axis=3, keepdims=True), 3, axis=3)
+    scale = np.abs(tiles).max(axis=(1, 2, 3), keepdims=True)
+    return 0.5 + 0.5 * tiles / np.where(scale > 0, scale, 1.0)
+
+
+def tile_mosaic(tiles: np.ndarray, columns: int | None = None, gap: int = 1) -> np.ndarray:
+    """(n, k, k, 3) tiles -> one (rows·(k+gap)+gap, columns·(k+gap)+gap, 3) image, white between tiles, row-major."""
+    n, k = tiles.shape[0], tiles.shape[1]
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    out = np.ones((rows * (k + gap) + gap, columns * (k + gap) + gap, 3))
+    for t in range(n):
+        r, c = divmod(t, columns)
+        out[gap + r * (k + gap) : gap + r * (k + gap) + k, gap + c * (k + gap) : gap + c * (k + gap) + k] = tiles[t]
+    return out
+
+
+@_styled
+def plot_filters(snapshots: pd.DataFrame, pca: pd.DataFrame) -> Figure:
+    """For each run in ``snapshots`` (rows: dataset, arch, labels, seed, step, filter, position, weight): its
+    first-layer filters at initialisation, at the last snapshot and their change W - W0 as RGB tiles (the change
+    shows what was learned when the init still dominates W), and the PCA basis u_i of its
+    dataset (``pca`` rows: dataset, kernel_size, component, eigenvalue, eigenvector) drawn as k×k×3 patches in
+    order of decreasing eigenvalue. At most 64 tiles per panel."""
+    runs = snapshots[RUN_KEYS].drop_duplicates().sort_values(["arch", "dataset", "labels", "seed"])
+    if runs.empty:
+        return _empty_figure("no first-layer snapshots in this run")
+    fig, axes = plt.subplots(len(runs), 4, figsize=(13.0, 3.4 * len(runs)), squeeze=False)
+    for row, (dataset, arch, labels, seed) in zip(axes, runs.itertuples(index=False, name=None), strict=True):
+        rows = snapshots[(snapshots["dataset"] == dataset) & (snapshots["arch"] == arch)
+                         & (snapshots["labels"] == labels) & (snapshots["seed"] == seed)]  # fmt: skip
+        banks = snapshot_arrays(rows)
+        last = max(banks)
+        basis_rows = pca[pca["dataset"] == dataset]
+        d = banks[0].shape[1]
+        basis_rows = basis_rows[basis_rows["eigenvector"].map(len) == d]
+        if basis_rows.empty:
+            raise ValueError(f"no PCA basis of dimension {d} for dataset {dataset!r} (run {arch}, seed {seed})")
+        k = int(basis_rows["kernel_size"].iloc[0])
+        _, basis = pca_basis(basis_rows)
+        count = banks[0].shape[0]
+        shown = min(count, MAX_TILES)
+        of = f"{shown} of {count}" if shown < count else f"all {count}"
+        panels = (
+            (banks[0], f"initial filters $W_0$\n({of})"),
+            (banks[last], f"trained filters $W$, step {last}\n({of})"),
+            (banks[last] - banks[0], f"change $W - W_0$\n({of})"),
+            (basis.T, f"PCA basis $u_1 \\ldots u_{{{min(d, MAX_TILES)}}}$ of {d}\n(decreasing eigenvalue, row by row)"),
+        )
+        for ax, (bank, title) in zip(row, panels, strict=True):
+            ax.imshow(tile_mosaic(filter_tiles(bank[:MAX_TILES], k)), interpolation="nearest")
+            ax.set_title(title)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        row[0].set_ylabel(f"{arch}\n{dataset}, {_label_name(labels)}, seed {seed}\n{k}×{k}×{d // (k * k)} filters",
+                          fontsize=9.5)  # fmt: skip
+    return _finish(fig, "First-layer filters (each tile contrast-normalised: grey = 0) and the patch PCA basis")
+
+
+# ------------------------------------------------------------------------ 5. evolution over training
+
+
+def _step_edges(steps: np.ndarray) -> np.ndarray:
+    """Cell edges on a log axis around positive, increasing steps (geometric midpoints)."""
+    steps = np.asarray(steps, dtype=np.float64)
+    if len(steps) == 1:
+        return np.array([steps[0] / 1.5, steps[0] * 1.5])
+    mid = np.sqrt(steps[1:] * steps[:-1])
+    return np.concatenate([[steps[0] ** 2 / mid[0]], mid, [steps[-1] ** 2 / mid[-1]]])
+
+
+@_styled
+def plot_evolution(energy: pd.DataFrame, fits: pd.DataFrame, *, kind: str = "W-W0") -> Figure:
+    """How the profile of ``kind`` evolves: per dataset and architecture (true labels, else random), a heatmap of
+    the normalised profile (mean over seeds, log colour scale) over training steps and components, with its peak
+    component marked, above the fitted τ at each step (per seed, and their geometric mean) against τ ∝ step."""
+    data = _normalised(energy)
+    data = data[(data["kind"] == kind) & (data["step"] > 0) & data["labels"].isin(LEARNING_MODES)]
+    families = []
+    for (dataset, arch), g in data.groupby(["dataset", "arch"], sort=True):
+        families.append((dataset, arch, _ordered(g["labels"], LABEL_ORDER)[0]))
+    if not families:
+        return _empty_figure(f"no {kind} snapshots after step 0 in this run")
+    ncols = min(3, len(families))
+    nrows = int(np.ceil(len(families) / ncols))
+    fig = plt.figure(figsize=(4.6 * ncols, 5.0 * nrows + 0.6))
+    outer = fig.add_gridspec(nrows, ncols)
+    fits = fits[(fits["kind"] == kind) & (fits["step"] > 0)]
+    norm = LogNorm(vmin=1e-3, vmax=1.0, clip=True)
+    for i, (dataset, arch, labels) in enumerate(families):
+        inner = outer[divmod(i, ncols)].subgridspec(2, 1, height_ratios=[2.2, 1.2], hspace=0.08)
+        ax_heat = fig.add_subplot(inner[0])
+        ax_tau = fig.add_subplot(inner[1], sharex=ax_heat)
+        ax_heat.tick_params(labelbottom=False)
+        rows = data[(data["dataset"] == dataset) & (data["arch"] == arch) & (data["labels"] == labels)]
+        grid = rows.pivot_table(index="component", columns="step", values="normalised_energy", aggfunc="mean")
+        steps = grid.columns.to_numpy(dtype=np.float64)
+        components = grid.index.to_numpy()
+        values = grid.to_numpy()
+        # cells of equal height on the log component axis: edges at the geometric midpoints sqrt(i (i + 1))
+        edges = np.sqrt(np.arange(len(components) + 1) * np.arange(1, len(components) + 2))
+        edges[0] = 1 / np.sqrt(2)
+        mesh = ax_heat.pcolormesh(_step_edges(steps), edges, values, cmap="magma", norm=norm, shading="flat")
+        mesh.set_rasterized(True)  # a bitmap inside the SVG: thousands of cells stay small and fast
+        has_peak = ~np.all(np.isnan(values), axis=0)
+        peaks = components[np.argmax(np.where(np.isnan(values), -np.inf, values), axis=0)]
+        ax_heat.plot(steps[has_peak], peaks[has_peak], "o", ms=4, mfc="none", mew=1.2, color="#00e5ff")
+        ax_heat.set_xscale("log")
+        ax_heat.set_yscale("log")  # the leading components carry most of the energy
+        ax_heat.set_ylim(edges[0], edges[-1])
+        _plain_log_ticks(ax_heat.yaxis)
+        ax_heat.set_ylabel("PCA component $i$")
+        ax_heat.grid(False)
+        ax_heat.set_title(f"{dataset} / {arch}, {_label_name(labels)}")
+        # an inset colour bar keeps the heatmap as wide as the τ panel below it, so their step axes line up
+        fig.colorbar(mesh, cax=ax_heat.inset_axes([1.03, 0.0, 0.04, 1.0]), label=ENERGY_LABEL)
+        family = fits[(fits["dataset"] == dataset) & (fits["arch"] == arch) & (fits["labels"] == labels)]
+        taus = []
+        for formula, colour in (("one_parameter", "black"), ("init_aware", "#d62728")):
+            f = family[family["formula"] == formula]
+            if f.empty:
+                continue
+            ax_tau.plot(f["step"], f["tau"], ".", color=colour, alpha=0.35, ms=4)
+            mean = f.groupby("step")["tau"].agg(_geometric_mean)
+            ax_tau.plot(mean.index, mean.to_numpy(), "-", color=colour, lw=1.4)
+            taus.append(f["tau"].to_numpy())
+            if formula == "one_parameter" and np.isfinite(mean.iloc[-1]):
+                reference = mean.iloc[-1] * mean.index.to_numpy(np.float64) / mean.index[-1]
+                ax_tau.plot(mean.index, reference, ":", color="#7f7f7f", lw=1.2)
+                taus.append(reference)
+        ax_tau.set_yscale("log")
+        if taus:  # at least one decade, so that a major tick is labelled
+            values = np.concatenate(taus)
+            values = values[np.isfinite(values) & (values > 0)]
+            if len(values):
+                centre = np.sqrt(values.min() * values.max())
+                ax_tau.set_ylim(min(values.min(), centre / 4) / 1.3, max(values.max(), centre * 4) * 1.3)
+        ax_tau.yaxis.set_minor_formatter(NullFormatter())
+        _plain_log_ticks(ax_tau.xaxis)
+        ax_tau.set_xlabel("training step")
+        ax_tau.set_ylabel(r"effective time $\tau$")
+    handles = [
+        Line2D([], [], ls="", marker="o", mfc="none", mew=1.2, color="#00e5ff", label="peak component"),
+        Line2D([], [], color="black", lw=1.4, marker=".", label=r"fitted $\tau$ (one-parameter)"),
+        Line2D([], [], color="#d62728", lw=1.4, marker=".", label=r"fitted $\tau$ (init-aware)"),
+        Line2D([], [], color="#7f7f7f", ls=":", lw=1.2, label=r"$\tau \propto$ step (theory)"),
+    ]
+    title = (f"Evolution of the {KIND_NAMES.get(kind, kind)} profile over training\n"
+             "(heatmap: mean over seeds; dots: the seeds' fitted τ, line: their geometric mean)")  # fmt: skip
+    free = len(families) % ncols
+    return _finish(fig, title, handles, [fig.add_subplot(outer[nrows - 1, free:])] if free else [])
+
+
+# ------------------------------------------------------------------------ 6. whitening
+
+
+STAGE_NAMES = {
+    "data": r"data (flat filters, $r_i^2 = \lambda_i$)",
+    "init": "initialisation $W_0$",
+    "trained": "trained $W$ (last step)",
+}
+STAGE_COLOURS = {"data": "#bdbdbd", "init": "#6baed6", "trained": "#08519c"}
+
+
+@_styled
+def plot_whitening(whitening: pd.DataFrame) -> Figure:
+    """Response flatness (geometric / arithmetic mean of r_i² = (e_i σ_i)², 1 = white) of the data, the initial
+    and the final trained first layer, per architecture and label condition (bars: mean over seeds, dots: seeds),
+    one panel per dataset."""
+    rows = whitening[(whitening["stage"] != "trained") | whitening["final"].astype(bool)].copy()
+    if rows.empty:
+        return _empty_figure("no whitening measurements in this run")
+    short = {"true": "true labels", "random": "random labels", "frozen": "frozen layer 1"}
+    rows["condition"] = rows["arch"] + "\n" + rows["labels"].map(lambda v: short.get(v, v))
+    datasets = sorted(rows["dataset"].unique())
+    counts = [rows.loc[rows["dataset"] == d, "condition"].nunique() for d in datasets]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(4.0, 1.25 * sum(counts) + 1.8 * len(datasets)), 4.0),
+                             sharey=True, squeeze=False, width_ratios=counts)  # fmt: skip
+    stages = [s for s in STAGE_NAMES if s in set(rows["stage"])]
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        sub = rows[rows["dataset"] == dataset]
+        order = (sub.assign(rank=sub["labels"].map(lambda v: LABEL_ORDER.index(v) if v in LABEL_ORDER else 9))
+                 .sort_values(["arch", "rank"])["condition"].unique().tolist())  # fmt: skip
+        common = {"data": sub, "x": "condition", "y": "flatness", "hue": "stage", "order": order,
+                  "hue_order": stages, "ax": ax, "legend": False}  # fmt: skip
+        sns.barplot(**common, palette=STAGE_COLOURS, errorbar=None, alpha=0.9)
+        sns.stripplot(**common, palette=dict.fromkeys(stages, "black"), dodge=True, size=3, jitter=0.08)
+        ax.set_title(dataset)
+        ax.set_xlabel("")
+        ax.set_yscale("log")  # eigenvalues spanning decades give flatness far below 1: a log axis shows the changes
+        ax.set_ylim(max(1e-6, 0.5 * float(rows["flatness"][rows["flatness"] > 0].min())), 1.2)
+        ax.set_ylabel("response flatness (log scale)\n" r"geometric / arithmetic mean of $r_i^2$, 1 = white")
+        ax.tick_params(axis="x", labelsize=7.5)
+    handles = [Patch(color=STAGE_COLOURS[s], label=STAGE_NAMES[s]) for s in stages]
+    handles.append(Line2D([], [], marker="o", ls="", color="black", ms=3, label="one seed"))
+    title = r"Whitening: how flat the first layer's response $r_i = e_i \sqrt{\lambda_i}$ is along the PCA components"
+    return _finish(fig, title, handles)
+
+
+# ------------------------------------------------------------------------ 7. accuracy
+
+
+METRIC_NAMES = {"train_accuracy": "train accuracy", "test_accuracy": "held-out test accuracy"}
+METRIC_STYLES = {"train_accuracy": "--", "test_accuracy": "-"}
+
+
+@_styled
+def plot_accuracy(metrics: pd.DataFrame, frozen: pd.DataFrame) -> Figure:
+    """Train and test accuracy over training per dataset and architecture, by label condition (line: mean over
+    seeds, band: min–max), and a last panel comparing the final test accuracy with the first layer trained and
+    frozen at its init (``frozen``: dataset, arch, test_accuracy_trained, test_accuracy_frozen)."""
+    acc = metrics[metrics["metric"].isin(list(METRIC_NAMES))]
+    if acc.empty:
+        return _empty_figure("no accuracy measurements in this run")
+    families = sorted(acc[["dataset", "arch"]].drop_duplicates().itertuples(index=False, name=None))
+    fig, axes, spare = _panel_axes(len(families) + 1, width=3.9, height=3.1)
+    conditions = _ordered(acc["labels"], LABEL_ORDER)
+    for ax, (dataset, arch) in zip(axes, families, strict=False):
+        sub = acc[(acc["dataset"] == dataset) & (acc["arch"] == arch)]
+        for labels in conditions:
+            for metric, style in METRIC_STYLES.items():
+                g = sub[(sub["labels"] == labels) & (sub["metric"] == metric)]
+                if g.empty:
+                    continue
+                band = g.groupby("step")["value"].agg(["mean", "min", "max"])
+                ax.plot(band.index, band["mean"], style, marker=".", ms=4, color=_label_colour(labels), lw=1.4)
+                ax.fill_between(band.index, band["min"], band["max"], color=_label_colour(labels), alpha=0.15, lw=0)
+        ax.set_xscale("symlog", linthresh=1)  # step 0 (the init) on a log-like axis
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{dataset} / {arch}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("accuracy (fraction correct)")
+    _plot_frozen(axes[-1], frozen)
+    handles = [Line2D([], [], color=_label_colour(lab), lw=1.6, label=_label_name(lab)) for lab in conditions]
+    handles += [Line2D([], [], color="black", ls=s, lw=1.4, label=METRIC_NAMES[m]) for m, s in METRIC_STYLES.items()]
+    return _finish(fig, "Accuracy over training (line: mean over seeds, band: min–max over seeds)", handles, spare)
+
+
+def _plot_frozen(ax: plt.Axes, frozen: pd.DataFrame) -> None:
+    """Final test accuracy with the whole network trained vs the first layer frozen at init, per run family."""
+    ax.set_title("first layer frozen at init vs trained\n(final test accuracy, true labels)")
+    if frozen.empty:
+        ax.text(0.5, 0.5, "no run family has both\ntrue-label and frozen runs", ha="center", va="center",
+                transform=ax.transAxes)  # fmt: skip
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        return
+    frozen = frozen.sort_values(["dataset", "arch"])
+    x = np.arange(len(frozen))
+    ax.bar(x - 0.2, frozen["test_accuracy_trained"], 0.4, color=_label_colour("true"), label="all layers trained")
+    ax.bar(x + 0.2, frozen["test_accuracy_frozen"], 0.4, color=_label_colour("frozen"), label=LABEL_NAMES["frozen"])
+    ax.set_xticks(x, frozen["dataset"] + "\n" + frozen["arch"], fontsize=7.5)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("final test accuracy")
+    ax.legend(loc="lower right", framealpha=0.9)
+
+
+# ------------------------------------------------------------------------ 8. theory check
+
+
+CHECK_STYLES = {
+    "simulated": {"ls": "", "marker": "o", "ms": 4, "mfc": "none", "mew": 1.0},
+    "closed_form": {"ls": "-", "lw": 1.0},
+    "formula_exp": {"ls": "--", "lw": 1.2},
+}
+CHECK_NAMES = {
+    "simulated": "gradient descent, simulated step by step",
+    "closed_form": "closed form $w(t)$",
+    "formula_exp": FORMULA_NAME + r", $\tau = \eta t$, scaled",
+}
+
+
+def _check_steps(steps: Sequence[int], count: int = 4) -> list[int]:
+    """Up to ``count`` of the steps, spread evenly on a log scale from the first to the last."""
+    steps = sorted(set(int(s) for s in steps))
+    if len(steps) <= count:
+        return steps
+    picks = np.unique(np.round(np.linspace(0, len(steps) - 1, count)).astype(int))
+    return [steps[i] for i in picks]
+
+
+@_styled
+def plot_linear_check(profiles: pd.DataFrame, summary: pd.DataFrame) -> Figure:
+    """The exact linear check (PAPER.md §4): per dataset, the energy profile of a bank of linear filters trained by
+    gradient descent on patches (markers) against the closed form (line) and the formula (dashed) at a few steps;
+    below, the largest relative weight error and the profile's correlation with the formula at every step."""
+    datasets = sorted(profiles["dataset"].unique())
+    if not datasets:
+        return _empty_figure("no exact linear check in this run")
+    ncols = max(2, min(3, len(datasets)))
+    top_rows = int(np.ceil(len(datasets) / ncols))
+    fig, axes = plt.subplots(top_rows + 1, ncols, figsize=(4.2 * ncols, 3.4 * (top_rows + 1)), squeeze=False)
+    for ax in axes.flat[len(datasets) : top_rows * ncols]:
+        ax.set_visible(False)
+    palette = sns.color_palette("viridis", 4)
+    for ax, dataset in zip(axes.flat, datasets, strict=False):
+        sub = profiles[profiles["dataset"] == dataset]
+        taus = summary[summary["dataset"] == dataset].set_index("step")["tau"]
+        for colour, step in zip(palette, _check_steps(sub["step"].unique()), strict=False):
+            at = sub[sub["step"] == step]
+            simulated = at[at["profile"] == "simulated"].sort_values("component")["energy"].to_numpy()
+            for name, style in CHECK_STYLES.items():
+                rows = at[at["profile"] == name].sort_values("component")
+                values = rows["energy"].to_numpy()
+                if name == "formula_exp":
+                    values = _scaled(values, simulated)
+                ax.plot(rows["component"], values, color=colour, **style)
+            tau = f", τ = {taus[step]:.3g}" if step in taus.index else ""
+            ax.plot([], [], color=colour, lw=3, label=f"step {step}{tau}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{dataset}: linear filters by gradient descent")
+        ax.set_xlabel(COMPONENT_LABEL)
+        ax.set_ylabel(r"energy $e_i$ (filter norm along $u_i$)")
+        _plain_log_ticks(ax.xaxis)
+        ax.legend(loc="best", fontsize=7, framealpha=0.85)
+    error_ax, corr_ax = axes[top_rows, 0], axes[top_rows, 1]
+    for ax in axes[top_rows, 2:]:
+        ax.set_visible(False)
+    for colour, dataset in zip(sns.color_palette("tab10", len(datasets)), datasets, strict=True):
+        s = summary[summary["dataset"] == dataset].sort_values("step")
+        error_ax.plot(s["step"], s["max_relative_weight_error"].clip(lower=1e-17), "o-", ms=3, color=colour,
+                      label=dataset)  # fmt: skip
+        corr_ax.plot(s["step"], s["correlation_formula"], "o-", ms=3, color=colour,
+                     label=f"{dataset}, exact " r"$(1 - \eta\lambda_i)^t$")  # fmt: skip
+        corr_ax.plot(s["step"], s["correlation_formula_exp"], "s--", ms=3, mfc="none", color=colour,
+                     label=f"{dataset}, " r"$e^{-\tau\lambda_i}$ form")  # fmt: skip
+    error_ax.set(xscale="log", yscale="log", xlabel="gradient-descent step $t$",
+                 ylabel="max relative weight error\n" r"$|w_{sim} - w_{closed}|\,/\,|w_{closed}|$",
+                 title="simulation vs closed form (float64)")  # fmt: skip
+    error_ax.legend(fontsize=7)
+    corr_ax.set(xscale="log", xlabel="gradient-descent step $t$", ylabel="Pearson $r$, simulated profile vs formula",
+                title="profile vs formula")  # fmt: skip
+    corr_ax.legend(fontsize=7, loc="best")
+    handles = [Line2D([], [], color="black", label=CHECK_NAMES[n], **s) for n, s in CHECK_STYLES.items()]
+    return _finish(fig, "Exact check of the linear-systems closed form (PAPER.md §4)", handles)
+
+
+# ------------------------------------------------------------------------ HTML pages of the report
+
+PAGE_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.3em; } p { max-width: 60em; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.35em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+td.yes { background: #e5f5e0; } td.no { background: #fde0dd; } td.not-run { background: #f0f0f0; color: #666; }
+pre { background: #f7f7f7; border: 1px solid #ddd; padding: 1em; font-size: 0.85em; overflow-x: auto; }
+"""
+
+
+def html_page(title: str, body: str) -> str:
+    """A standalone HTML page (inline style, no scripts, no external resources)."""
+    title = html.escape(title)
+    head = f'<meta charset="utf-8">\n<title>{title}</title>\n<style>{PAGE_STYLE}</style>'
+    page = f"<head>\n{head}\n</head>\n<body>\n<h1>{title}</h1>\n{body}\n</body>"
+    return f'<!DOCTYPE html>\n<html lang="en">\n{page}\n</html>\n'
+
+
+def _holds_cell(value: Any) -> tuple[str, str]:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "not run", "not-run"
+    return ("yes", "yes") if bool(value) else ("no", "no")
+
+
+def replication_html(table: pd.DataFrame) -> str:
+    """The replication table (claim, paper, condition, measured, value, criterion, holds) as an HTML page, one row
+    per claim and condition, 'holds' coloured."""
+    columns = ["claim", "paper", "condition", "measured", "criterion", "holds"]
+    missing = [c for c in columns if c not in table]
+    if missing:
+        raise ValueError(f"replication table lacks columns {missing}")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in table.itertuples(index=False):
+        text, css = _holds_cell(row.holds)
+        cells = "".join(f"<td>{html.escape(str(getattr(row, c)))}</td>" for c in columns[:-1])
+        body.append(f'<tr>{cells}<td class="{css}">{text}</td></tr>')
+    held = sum(_holds_cell(v)[0] == "yes" for v in table["holds"])
+    tested = sum(_holds_cell(v)[0] != "not run" for v in table["holds"])
+    intro = (
+        f"<p>{held} of {tested} tested claims hold on this run ({len(table) - tested} not run by this grid). "
+        "Every number comes from the run's tables.</p>"
+    )
+    table_html = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
+    return html_page("Replication of Chowers & Weiss (ICML 2023) on this run", intro + "\n" + table_html)
+
+
+def configuration_html(config: Mapping[str, Any], sources: Mapping[str, str], config_hash: str) -> str:
+    """The run's configuration as an HTML page: the validated configuration with every default filled in, and
+    the text of each config file as given (``sources``: path -> text)."""
+    parts = [f"<p>Validated configuration (defaults filled in), hash <code>{html.escape(config_hash)}</code>.</p>",
+             f"<pre>{html.escape(yaml.safe_dump(dict(config), sort_keys=False))}</pre>"]  # fmt: skip
+    for path, text in sources.items():
+        parts.append(f"<h2>{html.escape(path)} (as given)</h2>\n<pre>{html.escape(text)}</pre>")
+    return html_page("Configuration of this run", "\n".join(parts))

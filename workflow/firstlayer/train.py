@@ -2,14 +2,27 @@
 permutations, no DataLoader and no host sync in the step loop; first-layer snapshots at chosen steps.
 
 ``train`` trains one network; ``train_seeds`` trains several seeds of one architecture at once, in one process,
-and gives each seed the result ``train`` would have given it (to float rounding)."""
+and gives each seed the result ``train`` would have given it (to float rounding).
+
+Both can resume: given a checkpoint path they save their whole progress there every few minutes and when asked to
+stop (``StopFlag``, set by SIGTERM/SIGUSR1 under ``stop_on_signals``), then raise ``TrainingInterrupted``; a later
+call with the same path, settings, data and init continues from it, and ends bitwise where an uninterrupted run
+ends (on a CPU)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +35,14 @@ from torch.func import functional_call
 from firstlayer.models import FIRST_LAYER, build_model, first_layer
 from firstlayer.patches import normalise
 
-LABEL_MODES = ("true", "random")
+#: Label modes: true labels; a seeded permutation of them; true labels with the first layer frozen at its init.
+LABEL_MODES = ("true", "random", "frozen")
+
+#: Exit status of a training job stopped by a signal after saving its checkpoint (EX_TEMPFAIL: retry later).
+INTERRUPTED_EXIT_CODE = 75
+
+#: Pixels of reflected border for the random-crop augmentation: a translation of up to this many pixels.
+CROP_PAD = 4
 
 #: Architectures ``train_seeds`` can train several seeds of at once (no BatchNorm: no per-seed running statistics).
 STACKABLE = ("linear", "small_cnn")
@@ -48,6 +68,8 @@ class TrainSettings:
     #: ``torch.compile`` the training forward (the eager module stays the one evaluated and snapshotted). Meant for
     #: GPUs: on a CPU the compile time (tens of seconds, a C compiler needed) rarely pays for itself.
     compile: bool = False
+    #: Random crop (reflect-pad ``CROP_PAD`` px, random window) and horizontal flip of every training batch.
+    augment: bool = False
 
 
 @dataclass
@@ -67,8 +89,9 @@ def log_schedule(steps: int, count: int) -> tuple[int, ...]:
 
 
 def seed_streams(seed: int) -> dict[str, int]:
-    """Independent integer seeds for the init, the batch order, the random labels and the eval subset."""
-    names = ("init", "order", "labels", "eval")
+    """Independent integer seeds for the init, the batch order, the random labels, the eval subset and the
+    augmentation. New streams go at the end: ``SeedSequence.spawn`` children keep their keys, so the others stay."""
+    names = ("init", "order", "labels", "eval", "augment")
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: int(c.generate_state(1, dtype=np.uint64)[0] % (2**63)) for n, c in zip(names, children, strict=True)}
 
@@ -80,12 +103,62 @@ def random_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def init_model(
-    arch: str, *, num_classes: int, kernel_size: int, width: int | None, image_size: int, seed: int
+    arch: str,
+    *,
+    num_classes: int,
+    kernel_size: int,
+    width: int | None,
+    image_size: int,
+    seed: int,
+    init_scale: float = 1.0,
 ) -> nn.Module:
-    """A network whose initial weights depend on `seed` alone (torch's global RNG is forked and restored)."""
+    """A network whose initial weights depend on `seed` alone (torch's global RNG is forked and restored).
+
+    The first layer's weights (and bias) are multiplied by `init_scale` right after the default init: a small
+    scale approaches the small-init regime of the linear theory (PAPER.md section 4)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(arch, num_classes=num_classes, kernel_size=kernel_size, width=width, image_size=image_size)
+        model = build_model(arch, num_classes=num_classes, kernel_size=kernel_size, width=width, image_size=image_size)
+    if init_scale != 1.0:
+        with torch.no_grad():
+            for p in first_layer(model, arch).parameters():
+                p.mul_(init_scale)
+    return model
+
+
+def resolve_steps(steps: int | None, epochs: int | None, n_train: int, batch_size: int) -> int:
+    """Optimiser steps of a run given `steps`, or `epochs` passes over `n_train` images in full batches (the last
+    partial batch of an epoch is dropped, as ``_Batches`` does)."""
+    if (steps is None) == (epochs is None):
+        raise ValueError("give exactly one of steps and epochs")
+    if steps is not None:
+        return int(steps)
+    return int(epochs) * (n_train // min(batch_size, n_train))
+
+
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices in [-(n-1), 2(n-1)] mirrored into [0, n) without repeating the edge (``F.pad``'s 'reflect')."""
+    return (n - 1) - ((n - 1) - i.abs()).abs()
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = CROP_PAD) -> torch.Tensor:
+    """(b, c, h, w) images -> the same shape: per image, the crop of the reflect-padded image at a random offset
+    (a shift of up to +-`pad` px) then a horizontal flip with probability 1/2. Two gathers on `x`'s device, no
+    per-image loop; the draws come from `generator` (on that device) alone."""
+    b, c, h, w = x.shape
+    if pad >= min(h, w):
+        raise ValueError(f"cannot reflect-pad {h}x{w} images by {pad} pixels (pad must be below the image side)")
+    shift = torch.randint(-pad, pad + 1, (2, b, 1), generator=generator, device=x.device)
+    flip = torch.randint(0, 2, (b, 1), generator=generator, device=x.device).bool()
+    rows = _reflect(torch.arange(h, device=x.device) + shift[0], h)  # (b, h) source row of each output row
+    cols = torch.arange(w, device=x.device)
+    cols = _reflect(torch.where(flip, w - 1 - cols, cols) + shift[1], w)  # (b, w): flipping reads the crop backwards
+    x = x.gather(2, rows.view(b, 1, h, 1).expand(b, c, h, w))
+    return x.gather(3, cols.view(b, 1, 1, w).expand(b, c, h, w))
+
+
+def _augment_generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,6 +186,14 @@ class _Batches:
         self.g = torch.Generator().manual_seed(seed)
         self.perm, self.pos = torch.empty(0, dtype=torch.long), n
 
+    def state(self) -> dict[str, Any]:
+        """Everything the next batches depend on: the generator, the epoch's permutation and the position in it."""
+        return {"generator": self.g.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.g.set_state(state["generator"])
+        self.perm, self.pos = state["perm"].to(self.device), int(state["pos"])
+
     def next(self) -> torch.Tensor:
         if self.pos + self.bs > self.perm.shape[0]:
             self.perm = torch.randperm(self.n, generator=self.g).to(self.device, non_blocking=True)
@@ -136,6 +217,144 @@ def correct_count(
     return correct
 
 
+# ------------------------------------------------------------------------ stopping and resuming
+
+
+class StopFlag:
+    """Asks a training loop to save its checkpoint and stop at the next step boundary. Signal handlers only set
+    it; the loop reads a plain attribute (no host sync)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal: int | None = None
+
+    def request(self, signum: int | None = None) -> None:
+        self.requested, self.signal = True, signum
+
+
+@contextlib.contextmanager
+def stop_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGUSR1)) -> Iterator[StopFlag]:
+    """A StopFlag set by any of `signums` (SLURM sends SIGTERM before a time limit or preemption, or SIGUSR1 with
+    ``--signal``) while the block runs; the previous handlers are restored after it. Main thread only."""
+    flag = StopFlag()
+    previous = {signum: signal.signal(signum, lambda signum, _frame: flag.request(signum)) for signum in signums}
+    try:
+        yield flag
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on request after `step` steps; its progress is in `checkpoint` (None: nowhere to save)."""
+
+    def __init__(self, step: int, checkpoint: Path | None, signum: int | None) -> None:
+        cause = signal.Signals(signum).name if signum is not None else "a stop request"
+        saved = f"progress saved to {checkpoint}" if checkpoint is not None else "no checkpoint path, progress lost"
+        super().__init__(f"training stopped by {cause} after step {step}; {saved}")
+        self.step, self.checkpoint, self.signal = step, checkpoint, signum
+
+
+def run_digest(*parts: Any) -> str:
+    """A hash of what a run's result depends on: tensors and arrays by dtype, shape and bytes, mappings and
+    sequences item by item, anything else as JSON."""
+    h = hashlib.sha256()
+
+    def add(part: Any) -> None:
+        if isinstance(part, np.ndarray):
+            part = torch.from_numpy(np.ascontiguousarray(part))
+        if isinstance(part, torch.Tensor):
+            t = part.detach().cpu().contiguous()
+            h.update(f"tensor{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.flatten().view(torch.uint8).numpy())
+        elif isinstance(part, Mapping):
+            h.update(f"mapping{len(part)}".encode())
+            for key in sorted(part, key=str):
+                add(str(key))
+                add(part[key])
+        elif isinstance(part, list | tuple):
+            h.update(f"sequence{len(part)}".encode())
+            for item in part:
+                add(item)
+        else:
+            h.update(json.dumps(part, default=str).encode())
+
+    add(parts)
+    return h.hexdigest()
+
+
+class _Checkpoints:
+    """Saves a run's progress to `path` every `minutes` (0: never by time) and before stopping on `stop`.
+
+    A checkpoint of other settings, data or init (another `digest`), or an unreadable one, is not resumed: a
+    warning is logged, the run starts afresh and overwrites it at its next save. (The job's parameters changed, so
+    its old progress is worthless; refusing would only make the user delete the file by hand.)"""
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        minutes: float,
+        stop: StopFlag | None,
+        digest: Callable[[], str],
+        log: Callable[[str], None],
+    ) -> None:
+        self.path = Path(path) if path is not None else None
+        self.interval = minutes * 60 if self.path is not None and minutes > 0 else math.inf
+        self.stop, self.log = stop, log
+        self.digest = digest() if self.path is not None else ""
+        self.next_save = time.monotonic() + self.interval
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved progress of this run, or None (no file, or not this run's)."""
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as error:  # any unreadable file means: start afresh
+            self.log(f"warning: cannot read checkpoint {self.path} ({error}); starting afresh")
+            return None
+        if not isinstance(state, dict) or state.get("digest") != self.digest:
+            self.log(f"warning: checkpoint {self.path} is from other settings, data or init; starting afresh")
+            return None
+        self.log(f"resuming from checkpoint {self.path} after step {state['step']}")
+        return state
+
+    def boundary(self, step: int, progress: Callable[[], dict[str, Any]]) -> None:
+        """Between steps `step` and `step` + 1: save when due or asked to stop; then stop if asked."""
+        stopping = self.stop is not None and self.stop.requested
+        if stopping or time.monotonic() >= self.next_save:
+            if self.path is not None:
+                self.save(step, progress())
+            if stopping:
+                raise TrainingInterrupted(step, self.path, self.stop.signal)
+
+    def save(self, step: int, state: dict[str, Any]) -> None:
+        """Write atomically: a temporary file beside the checkpoint, then ``os.replace``."""
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        torch.save({**state, "digest": self.digest, "step": step}, tmp)
+        os.replace(tmp, self.path)
+        self.next_save = time.monotonic() + self.interval
+        self.log(f"checkpoint saved after step {step}: {self.path}")
+
+
+def _check_labels(labels: str) -> None:
+    if labels not in LABEL_MODES:
+        raise ValueError(f"unknown label mode {labels!r}; allowed: {', '.join(LABEL_MODES)}")
+
+
+def _train_metrics(
+    losses: np.ndarray, evals: Mapping[int, tuple[int, int]], eval_size: int, test_size: int
+) -> pd.DataFrame:
+    """(steps,) losses and {step: (correct train-subset images, correct test images)} -> tidy metrics."""
+    rows = [(i + 1, "loss", float(v)) for i, v in enumerate(losses)]
+    for step, (c_train, c_test) in sorted(evals.items()):
+        rows.append((step, "train_accuracy", c_train / eval_size))
+        rows.append((step, "test_accuracy", c_test / test_size))
+    return pd.DataFrame(rows, columns=["step", "metric", "value"])
+
+
 def train(
     model: nn.Module,
     arch: str,
@@ -146,17 +365,28 @@ def train(
     settings: TrainSettings,
     *,
     log: Callable[[str], None] = print,
+    checkpoint: str | Path | None = None,
+    checkpoint_minutes: float = 10.0,
+    stop: StopFlag | None = None,
 ) -> TrainResult:
     """Train `model` on uint8 images (n, c, h, w) with int64 labels; snapshot its first layer.
 
     Snapshots at step 0 and ``snapshot_steps``, accuracies at step 0 and ``eval_steps`` (the last step has both).
 
-    Labels are permuted by the run's seed when ``settings.labels == 'random'``; test labels stay true.
-    With ``settings.compile`` the training forward runs through ``torch.compile(model)`` (for GPUs).
+    Labels are permuted by the run's seed when ``settings.labels == 'random'``; test labels stay true. With
+    ``'frozen'`` the labels are true and the first layer keeps its init: ``requires_grad_(False)`` and not in the
+    optimiser (no weight decay, no momentum); its snapshots all equal step 0. With ``settings.augment`` every
+    training batch is cropped and flipped (``augment_batch``, the run's "augment" stream). With
+    ``settings.compile`` the training forward runs through ``torch.compile(model)`` (for GPUs).
+
+    With a `checkpoint` path the whole progress (model, optimiser, batch order, augmentation generator, snapshots,
+    accuracies and losses so far) is saved there every `checkpoint_minutes` (0: only when stopping) and when
+    `stop` is requested, after which ``TrainingInterrupted`` is raised. A checkpoint of this run found at the
+    start (same settings, data and initial model) is resumed from; the result is then bitwise that of an
+    uninterrupted run on a CPU. The loop draws from no global RNG, so these generators are all there is to save.
     """
     s = settings
-    if s.labels not in LABEL_MODES:
-        raise ValueError(f"unknown label mode {s.labels!r}; allowed: {', '.join(LABEL_MODES)}")
+    _check_labels(s.labels)
     device = resolve_device(s.device)
     cuda = device.type == "cuda"
     streams = seed_streams(s.seed)
@@ -164,6 +394,8 @@ def train(
     x_test, y_test = test_data
     if s.labels == "random":
         y_train = random_labels(y_train, streams["labels"])
+    parts = ("train", arch, dataclasses.asdict(s), model.state_dict(), x_train, y_train, x_test, y_test, mean, std)
+    ckpt = _Checkpoints(checkpoint, checkpoint_minutes, stop, lambda: run_digest(*parts), log)
     eval_idx = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(streams["eval"]))
     eval_idx = eval_idx[: s.train_eval_size]
     x_train, y_train = x_train.to(device), y_train.to(device)
@@ -174,29 +406,57 @@ def train(
     model = model.to(device=device, memory_format=mem)
     model.train()
     conv = first_layer(model, arch)
+    if s.labels == "frozen":
+        conv.requires_grad_(False)
     mean_t = torch.as_tensor(mean, dtype=torch.float32)
     std_t = torch.as_tensor(std, dtype=torch.float32)
 
     def prep(x: torch.Tensor) -> torch.Tensor:
         return normalise(x, mean_t, std_t, torch.float32).contiguous(memory_format=mem)
 
-    forward = torch.compile(model) if s.compile else model
-    opt = _optimizer(list(model.parameters()), s)
+    opt = _optimizer([p for p in model.parameters() if p.requires_grad], s)
     batches = _Batches(x_train.shape[0], s.batch_size, streams["order"], device)
+    augment = _augment_generator(streams["augment"], device) if s.augment else None
     snap_steps = set(s.snapshot_steps) | {s.steps}
     eval_steps = set(s.eval_steps) | {s.steps}
-    snapshots: dict[int, torch.Tensor] = {0: conv.weight.detach().clone()}
     losses = torch.zeros(s.steps, device=device)
-    evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {
-        0: (correct_count(model, x_eval, y_eval, prep, s.eval_batch_size),
-            correct_count(model, x_test, y_test, prep, s.eval_batch_size))
-    }  # fmt: skip
+
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
+        return (correct_count(model, x_eval, y_eval, prep, s.eval_batch_size),
+                correct_count(model, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
+
+    state = ckpt.load()
+    if state is None:
+        start, seconds = 0, 0.0
+        snapshots: dict[int, torch.Tensor] = {0: conv.weight.detach().clone()}
+        evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {0: evaluate()}
+    else:
+        start, seconds = int(state["step"]), float(state["seconds"])
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        batches.load_state(state["order"])
+        if augment is not None:
+            augment.set_state(state["augment"])
+        snapshots = {k: v.to(device) for k, v in state["snapshots"].items()}
+        evals = {k: (a.to(device), b.to(device)) for k, (a, b) in state["evals"].items()}
+        losses.copy_(state["losses"])
+
+    def progress() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "order": batches.state(),
+                "augment": augment.get_state() if augment is not None else None, "snapshots": snapshots,
+                "evals": evals, "losses": losses, "seconds": seconds + time.perf_counter() - t0}  # fmt: skip
+
+    forward = torch.compile(model) if s.compile else model
     report_every = max(1, s.steps // 10)
     t0 = time.perf_counter()
-    for step in range(1, s.steps + 1):
+    for step in range(start + 1, s.steps + 1):
+        ckpt.boundary(step - 1, progress)
         idx = batches.next()
+        xb = x_train[idx]
+        if augment is not None:
+            xb = augment_batch(xb, augment)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(forward(prep(x_train[idx])), y_train[idx])
+            loss = F.cross_entropy(forward(prep(xb)), y_train[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -204,22 +464,16 @@ def train(
         if step in snap_steps:
             snapshots[step] = conv.weight.detach().clone()
         if step in eval_steps:
-            evals[step] = (
-                correct_count(model, x_eval, y_eval, prep, s.eval_batch_size),
-                correct_count(model, x_test, y_test, prep, s.eval_batch_size),
-            )
+            evals[step] = evaluate()
         if step % report_every == 0 or step == s.steps:
             log(f"step {step}/{s.steps}  {time.perf_counter() - t0:.1f}s")
-    seconds = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
 
-    loss_np = losses.float().cpu().numpy()
-    rows = [(i + 1, "loss", float(v)) for i, v in enumerate(loss_np)]
-    for step, (c_train, c_test) in sorted(evals.items()):
-        rows.append((step, "train_accuracy", c_train.item() / x_eval.shape[0]))
-        rows.append((step, "test_accuracy", c_test.item() / x_test.shape[0]))
-    metrics = pd.DataFrame(rows, columns=["step", "metric", "value"])
+    counts = {step: (int(c_train.item()), int(c_test.item())) for step, (c_train, c_test) in evals.items()}
+    metrics = _train_metrics(losses.float().cpu().numpy(), counts, x_eval.shape[0], x_test.shape[0])
     snaps = {k: v.float().cpu().contiguous() for k, v in sorted(snapshots.items())}
-    return TrainResult(snaps, metrics, seconds, {"images_per_second": s.steps * batches.bs / max(seconds, 1e-9)})
+    rate = (s.steps - start) * batches.bs / max(elapsed, 1e-9)
+    return TrainResult(snaps, metrics, seconds + elapsed, {"images_per_second": rate})
 
 
 # ------------------------------------------------------------------------ several seeds at once
@@ -309,23 +563,27 @@ def train_seeds(
     seeds: Sequence[int],
     *,
     log: Callable[[str], None] = print,
+    checkpoint: str | Path | None = None,
+    checkpoint_minutes: float = 10.0,
+    stop: StopFlag | None = None,
 ) -> list[TrainResult]:
     """Train one network per seed at once; result i is what ``train`` gives seed ``seeds[i]`` (to float rounding).
 
     That is ``train(init_model(arch, seed=s, **model_kwargs), arch, ..., dataclasses.replace(settings, seed=s))``:
-    the same init, batch order, random labels, eval subset, snapshot and eval steps per seed. ``model_kwargs`` are
-    ``init_model``'s keywords but ``seed`` (num_classes, kernel_size, width, image_size); ``settings.seed`` is
-    ignored. The parameters of all seeds are stacked, (N, *shape), under one optimiser (SGD and Adam act
-    elementwise, so that is N optimisers) and the loss is the sum of the seeds' mean losses, so each seed gets its
-    own gradient. ``linear`` runs all seeds in one graph, in input space (see ``_linear_stacked``); ``small_cnn``
-    runs each seed's module forward and backward in turn, on its slices of the stacked parameters, then one
-    optimiser step. ``seconds`` and ``extra['images_per_second']`` are those of the whole run, all seeds.
+    the same init, batch order, random labels, eval subset, augmentation, snapshot and eval steps per seed.
+    ``model_kwargs`` are ``init_model``'s keywords but ``seed`` (num_classes, kernel_size, width, image_size,
+    init_scale); ``settings.seed`` is ignored. The parameters of all seeds are stacked, (N, *shape), under one
+    optimiser (SGD and Adam act elementwise, so that is N optimisers) and the loss is the sum of the seeds' mean
+    losses, so each seed gets its own gradient; with labels ``'frozen'`` the stacked first layer is left out of it.
+    ``linear`` runs all seeds in one graph, in input space (see ``_linear_stacked``); ``small_cnn`` runs each
+    seed's module forward and backward in turn, on its slices of the stacked parameters, then one optimiser step.
+    ``seconds`` and ``extra['images_per_second']`` are those of the whole run, all seeds. `checkpoint`,
+    `checkpoint_minutes` and `stop` work as in ``train`` (one checkpoint holds every seed).
     """
     s = settings
     if arch not in STACKABLE:
         raise ValueError(f"train_seeds cannot stack {arch!r}; stackable architectures: {', '.join(STACKABLE)}")
-    if s.labels not in LABEL_MODES:
-        raise ValueError(f"unknown label mode {s.labels!r}; allowed: {', '.join(LABEL_MODES)}")
+    _check_labels(s.labels)
     seeds = [int(seed) for seed in seeds]
     if not seeds:
         raise ValueError("train_seeds needs at least one seed")
@@ -339,18 +597,25 @@ def train_seeds(
     eval_idx = torch.stack(
         [torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(st["eval"])) for st in streams]
     )[:, : s.train_eval_size]
+
+    models = [init_model(arch, seed=seed, **model_kwargs) for seed in seeds]
+    if next(models[0].buffers(), None) is not None:
+        raise ValueError(f"train_seeds cannot stack {arch!r}: it has buffers (BatchNorm statistics?)")
+    frozen = {id(p) for p in first_layer(models[0], arch).parameters()} if s.labels == "frozen" else set()
+    params = {
+        name: nn.Parameter(
+            torch.stack([m.get_parameter(name).detach() for m in models]).to(device), requires_grad=id(p) not in frozen
+        )
+        for name, p in models[0].named_parameters()
+    }
+    common = dataclasses.asdict(dataclasses.replace(s, seed=0))  # settings.seed is ignored
+    parts = ("train_seeds", arch, dict(model_kwargs), seeds, common, params, x_train, ys, x_test, y_test, mean, std)
+    ckpt = _Checkpoints(checkpoint, checkpoint_minutes, stop, lambda: run_digest(*parts), log)
     x_train, y_train = x_train.to(device), torch.stack(ys).to(device)  # labels (N, n): one row per seed
     x_test, y_test = x_test.to(device), y_test.to(device)
     eval_idx = eval_idx.to(device)
     x_eval, y_eval = x_train[eval_idx], y_train.gather(1, eval_idx)  # (N, E, c, h, w), (N, E)
 
-    models = [init_model(arch, seed=seed, **model_kwargs) for seed in seeds]
-    names = [name for name, _ in models[0].named_parameters()]
-    if next(models[0].buffers(), None) is not None:
-        raise ValueError(f"train_seeds cannot stack {arch!r}: it has buffers (BatchNorm statistics?)")
-    params = {
-        name: nn.Parameter(torch.stack([m.get_parameter(name).detach() for m in models]).to(device)) for name in names
-    }
     stacked = _stacked_arch(arch, models[0])
     mem = torch.channels_last if cuda and stacked.channels_last else torch.contiguous_format
     mean_t = torch.as_tensor(mean, dtype=torch.float32)
@@ -363,26 +628,54 @@ def train_seeds(
 
     forward = stacked.seed_logits or stacked.logits
     step_forward = torch.compile(forward) if s.compile else forward
-    opt = _optimizer(list(params.values()), s)
+    opt = _optimizer([p for p in params.values() if p.requires_grad], s)
     batches = [_Batches(x_train.shape[0], s.batch_size, st["order"], device) for st in streams]
+    augment = [_augment_generator(st["augment"], device) for st in streams] if s.augment else []
     bs = batches[0].bs
     rows = torch.arange(n, device=device).unsqueeze(1)
     first = f"{FIRST_LAYER[arch]}.weight"
     snap_steps = set(s.snapshot_steps) | {s.steps}
     eval_steps = set(s.eval_steps) | {s.steps}
-    snapshots: dict[int, torch.Tensor] = {0: params[first].detach().clone()}
     losses = torch.zeros(s.steps, n, device=device)
 
     def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
         return (_stacked_correct(stacked.logits, params, x_eval, y_eval, prep, s.eval_batch_size),
                 _stacked_correct(stacked.logits, params, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
 
-    evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {0: evaluate()}
+    state = ckpt.load()
+    if state is None:
+        start, seconds = 0, 0.0
+        snapshots: dict[int, torch.Tensor] = {0: params[first].detach().clone()}
+        evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {0: evaluate()}
+    else:
+        start, seconds = int(state["step"]), float(state["seconds"])
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(state["params"][name])
+        opt.load_state_dict(state["optimizer"])
+        for b, saved in zip(batches, state["order"], strict=True):
+            b.load_state(saved)
+        for g, saved in zip(augment, state["augment"], strict=True):
+            g.set_state(saved)
+        snapshots = {k: v.to(device) for k, v in state["snapshots"].items()}
+        evals = {k: (a.to(device), b.to(device)) for k, (a, b) in state["evals"].items()}
+        losses.copy_(state["losses"])
+
+    def progress() -> dict[str, Any]:
+        return {"params": {k: v.detach() for k, v in params.items()}, "optimizer": opt.state_dict(),
+                "order": [b.state() for b in batches], "augment": [g.get_state() for g in augment],
+                "snapshots": snapshots, "evals": evals, "losses": losses,
+                "seconds": seconds + time.perf_counter() - t0}  # fmt: skip
+
     report_every = max(1, s.steps // 10)
     t0 = time.perf_counter()
-    for step in range(1, s.steps + 1):
+    for step in range(start + 1, s.steps + 1):
+        ckpt.boundary(step - 1, progress)
         idx = torch.stack([b.next() for b in batches])  # (N, bs): each seed's own batch order
-        xb, yb = prep(x_train[idx]), y_train[rows, idx]
+        images = x_train[idx]
+        if augment:  # each seed's batch with its own generator: the draws ``train`` makes for that seed
+            images = torch.stack([augment_batch(images[i], g) for i, g in enumerate(augment)])
+        xb, yb = prep(images), y_train[rows, idx]
         opt.zero_grad(set_to_none=True)
         if stacked.seed_logits is None:  # all seeds in one graph: the sum of the seeds' mean losses
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
@@ -403,20 +696,18 @@ def train_seeds(
             evals[step] = evaluate()
         if step % report_every == 0 or step == s.steps:
             log(f"step {step}/{s.steps} ({n} seeds)  {time.perf_counter() - t0:.1f}s")
-    seconds = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
 
     loss_np = losses.float().cpu().numpy()
     counts = {step: (c_train.cpu().numpy(), c_test.cpu().numpy()) for step, (c_train, c_test) in evals.items()}
     snaps = {step: w.float().cpu() for step, w in sorted(snapshots.items())}
-    extra = {"images_per_second": s.steps * bs * n / max(seconds, 1e-9), "seeds": float(n)}
+    extra = {"images_per_second": (s.steps - start) * bs * n / max(elapsed, 1e-9), "seeds": float(n)}
     results = []
     for i in range(n):
-        rows_i = [(j + 1, "loss", float(v)) for j, v in enumerate(loss_np[:, i])]
-        for step, (c_train, c_test) in sorted(counts.items()):
-            rows_i.append((step, "train_accuracy", int(c_train[i]) / x_eval.shape[1]))
-            rows_i.append((step, "test_accuracy", int(c_test[i]) / x_test.shape[0]))
-        metrics = pd.DataFrame(rows_i, columns=["step", "metric", "value"])
-        results.append(TrainResult({k: w[i].clone() for k, w in snaps.items()}, metrics, seconds, dict(extra)))
+        counts_i = {step: (int(c_train[i]), int(c_test[i])) for step, (c_train, c_test) in counts.items()}
+        metrics = _train_metrics(loss_np[:, i], counts_i, x_eval.shape[1], x_test.shape[0])
+        snaps_i = {k: w[i].clone() for k, w in snaps.items()}
+        results.append(TrainResult(snaps_i, metrics, seconds + elapsed, dict(extra)))
     return results
 
 

@@ -1,3 +1,12 @@
+# On a cluster these take seconds: they run beside Snakemake instead of as cluster jobs (workflow/profiles/slurm).
+localrules:
+    collect_metrics,
+    consistency,
+    whitening,
+    accuracy,
+    replication,
+
+
 rule collect_metrics:
     input:
         metrics=job_paths(f"results/train/{JOB_PATTERN}/metrics.parquet"),
@@ -34,5 +43,76 @@ rule consistency:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        analysis=lambda wildcards: config["analysis"],
     script:
         "../scripts/consistency.py"
+
+
+rule whitening:
+    input:
+        energy="results/tables/energy.parquet",
+    output:
+        whitening="results/tables/whitening.parquet",
+        summary="results/tables/whitening_summary.parquet",
+    log:
+        "results/logs/whitening.log",
+    benchmark:
+        "results/benchmarks/whitening.tsv"
+    conda:
+        "../../envs/firstlayer.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/whitening.py"
+
+
+rule accuracy:
+    input:
+        metrics="results/tables/metrics.parquet",
+        manifests=expand("results/data/{dataset}/manifest.parquet", dataset=DATASETS),
+    output:
+        accuracy="results/tables/accuracy.parquet",
+        frozen="results/tables/frozen_accuracy.parquet",
+    log:
+        "results/logs/accuracy.log",
+    benchmark:
+        "results/benchmarks/accuracy.tsv"
+    conda:
+        "../../envs/firstlayer.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        datasets=DATASETS,
+    script:
+        "../scripts/accuracy.py"
+
+
+rule replication:
+    input:
+        summary="results/tables/consistency_summary.parquet",
+        pairs="results/tables/consistency.parquet",
+        fits="results/tables/fits.parquet",
+        whitening="results/tables/whitening_summary.parquet",
+        frozen="results/tables/frozen_accuracy.parquet",
+        check="results/tables/linear_check_summary.parquet",
+        label_summary="results/tables/label_information_summary.parquet",
+    output:
+        parquet="results/tables/replication.parquet",
+        markdown="results/tables/replication.md",
+    log:
+        "results/logs/replication.log",
+    benchmark:
+        "results/benchmarks/replication.tsv"
+    conda:
+        "../../envs/firstlayer.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    script:
+        "../scripts/replication.py"

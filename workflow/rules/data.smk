@@ -10,8 +10,8 @@ checkpoint prepare_dataset:
         "../../envs/firstlayer.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=prepare_dataset_mem_mb,
+        runtime=prepare_dataset_runtime,
     params:
         spec=dataset_spec,
     script:

@@ -1,3 +1,8 @@
+# On a cluster these take seconds: they run beside Snakemake instead of as cluster jobs (workflow/profiles/slurm).
+localrules:
+    collect_energy,
+
+
 rule energy_profile:
     input:
         pca=run_pca,
@@ -8,6 +13,9 @@ rule energy_profile:
         "results/logs/energy_profile/{dataset}/{arch}/{labels}/seed{seeds}.log",
     benchmark:
         "results/benchmarks/energy_profile/{dataset}/{arch}/{labels}/seed{seeds}.tsv"
+    # on a cluster, many profiles run as one job (--group-components in workflow/profiles/slurm)
+    group:
+        "energy"
     conda:
         "../../envs/firstlayer.yaml"
     threads: 1

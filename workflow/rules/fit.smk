@@ -1,3 +1,8 @@
+# On a cluster these take seconds: they run beside Snakemake instead of as cluster jobs (workflow/profiles/slurm).
+localrules:
+    fit_formula,
+
+
 rule fit_formula:
     input:
         energy="results/tables/energy.parquet",

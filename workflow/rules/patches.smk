@@ -8,12 +8,15 @@ rule patch_shard:
         "results/logs/patch_shard/{dataset}/k{k}/{shard}.log",
     benchmark:
         "results/benchmarks/patch_shard/{dataset}/k{k}/{shard}.tsv"
+    # on a cluster, a PCA's shards and their sum run as one job (see workflow/profiles/slurm)
+    group:
+        "patches"
     conda:
         "../../envs/firstlayer.yaml"
     threads: 1
     resources:
         mem_mb=patch_shard_mem_mb,
-        runtime=30,
+        runtime=patch_shard_runtime,
     params:
         shard_size=config["patches"]["shard_size"],
         images_per_chunk=config["patches"]["images_per_chunk"],
@@ -31,6 +34,8 @@ rule patch_pca:
         "results/logs/patch_pca/{dataset}/k{k}.log",
     benchmark:
         "results/benchmarks/patch_pca/{dataset}/k{k}.tsv"
+    group:
+        "patches"
     conda:
         "../../envs/firstlayer.yaml"
     threads: 1

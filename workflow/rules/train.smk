@@ -13,10 +13,12 @@ rule train:
         "../../envs/firstlayer.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=train_mem_mb,
         runtime=train_runtime,
         gpu=1,
     params:
         settings=train_settings,
+        # progress of an interrupted job: beside the outputs but not one of them (a failed job's outputs are deleted)
+        resume="results/train/{dataset}/{arch}/{labels}/seed{seeds}.resume.pt",
     script:
         "../scripts/train.py"

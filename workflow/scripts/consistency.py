@@ -8,7 +8,8 @@ from firstlayer.io import job_log, write_table
 with job_log(snakemake.log[0]):
     profiles = final_profiles(pd.read_parquet(snakemake.input.energy))
     pairs = pairwise_consistency(profiles)
-    summary = consistency_summary(pairs)
+    a = snakemake.params.analysis
+    summary = consistency_summary(pairs, n_boot=a["bootstrap"], confidence=a["confidence"])
     write_table(pairs, snakemake.output.pairs)
     write_table(summary, snakemake.output.summary)
     write_table(profile_contrast(profiles), snakemake.output.contrast)

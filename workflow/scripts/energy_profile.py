@@ -15,6 +15,8 @@ with job_log(snakemake.log[0]):
         first = snaps.iloc[0]
         keys = {k: first[k] for k in ("dataset", "arch", "model", "labels", "seed")}
         energy = energy_frame(snapshot_arrays(snaps), eigenvalues, basis)
+        if keys["labels"] == "frozen":  # the first layer never moves: W - W0 is zero, only W (= W0) is a profile
+            energy = energy[energy["kind"] == "W"]
         frames.append(energy.assign(**keys, kernel_size=int(pca["kernel_size"].iloc[0])))
         print(f"{energy.step.nunique()} snapshots x {basis.shape[0]} components for {keys}")
     write_table(pd.concat(frames, ignore_index=True), snakemake.output.energy, snapshots["config_hash"].iloc[0])

@@ -1,0 +1,99 @@
+"""The replication table: every claim row comes from the tables given, and says 'not run' when its experiment is
+missing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from firstlayer.replication import COLUMNS, HIGH, replication_table, to_markdown
+
+
+def tables(corr_seed: float = 0.95, frozen_gap: float = -0.02, labels_corr: float = 0.8) -> dict:
+    summary = pd.DataFrame([
+        {"kind": "W-W0", "relation": "seed", "arch": "linear", "n": 2, "mean": corr_seed, "ci_low": corr_seed - 0.01,
+         "ci_high": corr_seed + 0.01},
+        {"kind": "W-W0", "relation": "architecture", "arch": "(mixed)", "n": 4, "mean": 0.85, "ci_low": 0.8,
+         "ci_high": 0.9},
+        {"kind": "W", "relation": "trained vs init", "arch": "linear", "n": 4, "mean": 0.3, "ci_low": 0.2,
+         "ci_high": 0.4},
+        {"kind": "W", "relation": "seed", "arch": "linear", "n": 2, "mean": 0.9, "ci_low": 0.85, "ci_high": 0.95},
+    ])  # fmt: skip
+    pairs = pd.DataFrame([{"kind": "W-W0", "relation": "labels", "dataset_a": "rot", "arch_a": "linear",
+                           "correlation": labels_corr}])  # fmt: skip
+    fits = []
+    for formula, bump in (("one_parameter", 0.0), ("init_aware", 0.01)):
+        for seed in (0, 1):
+            for step, tau, corr in ((10, 1.0, 0.97), (100, 5.0, 0.96), (1000, 20.0, 0.9)):
+                fits.append({"formula": formula, "kind": "W-W0", "model": "linear", "arch": "linear",
+                             "dataset": "rot", "labels": "true", "seed": seed, "step": step, "tau": tau,
+                             "correlation": corr + bump})  # fmt: skip
+            fits.append({"formula": formula, "kind": "W-W0", "model": "small_cnn", "arch": "small_cnn",
+                         "dataset": "rot", "labels": "true", "seed": seed, "step": 300, "tau": 3.0,
+                         "correlation": 0.93 + bump})  # fmt: skip
+    whitening = pd.DataFrame([{"dataset": "rot", "arch": "linear", "labels": "true", "n_seeds": 2, "data": 0.3,
+                               "init": 0.3, "trained": 0.6, "fraction_flatter_than_init": 1.0}])  # fmt: skip
+    frozen = pd.DataFrame([{"dataset": "rot", "arch": "small_cnn", "test_accuracy_trained": 0.8,
+                            "test_accuracy_frozen": 0.8 + frozen_gap, "difference": frozen_gap}])  # fmt: skip
+    check = pd.DataFrame([{"dataset": "rot", "step": s, "filters": 256, "max_relative_weight_error": 1e-14,
+                           "correlation_formula": 0.995} for s in (1, 10)])  # fmt: skip
+    label = pd.DataFrame([{"dataset": "rot", "kernel_size": 3, "between_class_share": 0.001, "max_ratio": 0.01,
+                           "max_ratio_component": 2}])  # fmt: skip
+    return {"summary": summary, "pairs": pairs, "fits": pd.DataFrame(fits), "whitening": whitening, "frozen": frozen,
+            "check": check, "label_info": label}  # fmt: skip
+
+
+def test_every_claim_row_is_filled_from_the_tables():
+    t = replication_table(**tables())
+    assert list(t.columns) == COLUMNS
+    claims = set(t["claim"])
+    for fragment in ("seeds", "architectures", "true vs random", "far from the initial", "frozen", "closed form",
+                     "fits the trained linear CNN", "tau grows", "nonlinear", "flatter"):  # fmt: skip
+        assert any(fragment in c for c in claims), fragment
+    seed = t[t.claim.str.contains("seeds")].iloc[0]
+    assert seed["value"] == 0.95 and seed["holds"] is True and "0.940" in seed["measured"]
+    labels = t[t.claim.str.contains("true vs random")].iloc[0]
+    assert labels["holds"] is False and "0.10% of patch variance" in labels["measured"]
+    assert t[t.claim.str.contains("frozen")].iloc[0]["holds"] is True
+    tau = t[t.claim.str.contains("tau grows")].iloc[0]
+    assert tau["holds"] is True and "last > first in 2/2 runs" in tau["measured"] and tau["value"] == 1.0
+    lin = t[t.claim.str.contains("fits the trained linear CNN")].iloc[0]
+    assert lin["value"] == 0.96 and lin["holds"] is True  # median over 3 snapshots x 2 seeds
+    nonlinear = t[t.claim.str.contains("nonlinear")].iloc[0]
+    assert nonlinear["value"] == 0.93 and nonlinear["holds"] == (0.93 >= HIGH)
+
+
+def test_claims_fail_when_the_numbers_say_so():
+    t = replication_table(**tables(corr_seed=0.5, frozen_gap=-0.2))
+    assert t[t.claim.str.contains("seeds")].iloc[0]["holds"] is False
+    assert t[t.claim.str.contains("frozen")].iloc[0]["holds"] is False
+
+
+def test_missing_experiments_say_not_run():
+    empty = tables()
+    empty["frozen"] = empty["frozen"].iloc[0:0]
+    empty["check"] = empty["check"].iloc[0:0]
+    t = replication_table(**empty)
+    for fragment in ("frozen", "closed form"):
+        row = t[t.claim.str.contains(fragment)].iloc[0]
+        assert row["holds"] is None and row["measured"].startswith("not run") and np.isnan(row["value"])
+    md = to_markdown(t)
+    assert md.count("\n") == len(t) + 2 and "| not run |" in md
+
+
+def test_frozen_control_at_chance_is_not_informative():
+    t = tables()
+    t["frozen"] = t["frozen"].assign(chance=0.78)  # trained 0.80: not 0.05 above chance
+    row = replication_table(**t).query("claim.str.contains('frozen')").iloc[0]
+    assert row["holds"] is None and "not informative" in row["measured"]
+    t["frozen"] = t["frozen"].assign(chance=0.25)
+    assert replication_table(**t).query("claim.str.contains('frozen')").iloc[0]["holds"] is True
+
+
+def test_tau_that_falls_back_fails_the_claim():
+    t = tables()
+    fits = t["fits"]
+    lin = (fits.model == "linear") & (fits.step == 1000)
+    t["fits"] = fits.assign(tau=np.where(lin, 0.5, fits["tau"]))  # last snapshot below the first
+    row = replication_table(**t).query("claim.str.contains('tau grows')").iloc[0]
+    assert row["holds"] is False and "last > first in 0/2" in row["measured"]
