@@ -325,8 +325,8 @@ def sample_patches(
     r = rows[:, None, None] + di[None]  # (count, k, k)
     q = cols[:, None, None] + dj[None]
     pix = images[which[:, None, None, None], np.arange(c)[None, :, None, None], r[:, None], q[:, None]]
-    x = (pix.astype(np.float64) / 255 - np.asarray(mean)[None, :, None, None]) / np.asarray(std)[None, :, None, None]
-    return x.reshape(count, c * k * k)
+    x = normalise(torch.from_numpy(pix), torch.as_tensor(mean), torch.as_tensor(std), torch.float64)
+    return x.reshape(count, c * k * k).numpy()
 
 
 def patch_pca(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

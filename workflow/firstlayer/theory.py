@@ -162,6 +162,7 @@ def fit_init_aware(
     points_per_decade: int = 10,
     decades_beyond: float = 2.0,
     block: int = 2048,
+    one: Fit | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(P, d) or (d,) profiles of one kind ('W' or 'W-W0') -> (tau, beta, correlation), each (P,).
 
@@ -169,7 +170,8 @@ def fit_init_aware(
     over 8 decades, is scored for all profiles at once; three rounds of a local 9 x 9 grid in (log tau, log rho),
     each a quarter of the previous spacing, refine it (profiles in blocks of ``block``, to bound memory). The
     one-parameter formula is the rho = 0 case; where its finer one-parameter fit scores higher, that fit (beta = 0)
-    is returned, so the init-aware correlation is never below the one-parameter one.
+    is returned, so the init-aware correlation is never below the one-parameter one. Pass ``one``, the profiles'
+    ``fit_effective_time`` result, when it is at hand (it is computed here otherwise).
     """
     if kind not in ("W", "W-W0"):
         raise ValueError(f"unknown profile kind {kind!r}; allowed: W, W-W0")
@@ -199,7 +201,8 @@ def fit_init_aware(
             corr,
         )
     beta = rho_out * _beta_scale(eigenvalues, tau_out, kind)
-    one = fit_effective_time(profiles, eigenvalues, decades_beyond=decades_beyond)
+    if one is None:
+        one = fit_effective_time(profiles, eigenvalues, decades_beyond=decades_beyond)
     better = one.correlation > corr_out
     return (
         np.where(better, one.tau, tau_out),
@@ -226,7 +229,7 @@ def fit_frame(energy: pd.DataFrame, *, points_per_decade: int = 40, decades_beyo
         one = fit_effective_time(
             profiles, eigenvalues, points_per_decade=points_per_decade, decades_beyond=decades_beyond
         )
-        tau, beta, corr = fit_init_aware(profiles, eigenvalues, kind, decades_beyond=decades_beyond)
+        tau, beta, corr = fit_init_aware(profiles, eigenvalues, kind, decades_beyond=decades_beyond, one=one)
         rows = wide.index.to_frame(index=False)
         out.append(rows.assign(formula="one_parameter", tau=one.tau, beta=0.0, correlation=one.correlation,
                                at_bound=one.at_bound))  # fmt: skip
