@@ -2,8 +2,10 @@
 CNN and the small CNN at their default shapes (32x32x3 uint8 stand-in images, 10 classes, SGD momentum 0.9), with
 the same torch thread count. Images are counted as steps x batch x seeds over each side's wall time. Target:
 ``train_seeds`` >= 2x the images/s of the sequential runs; every seed's first-layer trajectory (all snapshots) the
-same to float rounding. Run by hand: python benchmarks/bench_seeds.py [--seeds 8] [--steps 200] [--threads 2]
-[--repeats 1] [--models linear small_cnn]"""
+same to float rounding. Both sides compute in ``--precision`` (default auto: bfloat16 above a float32 first layer
+on a CPU with native bfloat16; the linear CNN is float32 in every case). Run by hand:
+python benchmarks/bench_seeds.py [--seeds 8] [--steps 200] [--threads 2] [--repeats 1] [--models linear small_cnn]
+[--precision auto]"""
 
 from __future__ import annotations
 
@@ -14,7 +16,16 @@ import time
 import numpy as np
 import torch
 
-from firstlayer.train import TrainResult, TrainSettings, init_model, log_schedule, train, train_seeds
+from firstlayer.train import (
+    PRECISIONS,
+    TrainResult,
+    TrainSettings,
+    init_model,
+    log_schedule,
+    resolve_precision,
+    train,
+    train_seeds,
+)
 
 MODELS = {
     "linear": {"width": 64, "batch_size": 64, "lr": 0.002},
@@ -39,6 +50,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["linear", "small_cnn"], choices=sorted(MODELS))
     parser.add_argument("--images", type=int, default=5000, help="stand-in training images")
     parser.add_argument("--repeats", type=int, default=1, help="alternating measurements per side; the best counts")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="training precision (both sides)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
@@ -47,7 +59,7 @@ def main() -> None:
     data, test = (x, y), (x[:1000], y[:1000])
     seeds = list(range(args.seeds))
     print(f"{args.images} stand-in 32x32x3 uint8 images, 10 classes, {args.steps} steps, {args.seeds} seeds, "
-          f"{args.threads} threads, best of {args.repeats}")  # fmt: skip
+          f"{args.threads} threads, best of {args.repeats}, precision {args.precision}")  # fmt: skip
     print(f"{'model':9s} {'sequential img/s':>17s} {'train_seeds img/s':>18s} {'ratio':>7s} {'max rel diff':>13s}"
           f"  target >= {TARGET}x")  # fmt: skip
     for arch in args.models:
@@ -55,7 +67,8 @@ def main() -> None:
         kw = {"num_classes": 10, "kernel_size": 3, "width": cfg["width"], "image_size": 32}
         settings = TrainSettings(steps=args.steps, lr=cfg["lr"], batch_size=cfg["batch_size"], momentum=0.9,
                                  snapshot_steps=log_schedule(args.steps, 8), eval_steps=log_schedule(args.steps, 4),
-                                 train_eval_size=1024, eval_batch_size=512)  # fmt: skip
+                                 train_eval_size=1024, eval_batch_size=512, precision=args.precision)  # fmt: skip
+        amp = resolve_precision(args.precision, torch.device("cpu"), arch)
         quiet = {"log": lambda _: None}
         warm = dataclasses.replace(settings, steps=3, snapshot_steps=(), eval_steps=())
         train(init_model(arch, seed=0, **kw), arch, data, test, MEAN, STD, warm, **quiet)
@@ -80,7 +93,8 @@ def main() -> None:
             for a, b in zip(alone, together, strict=True)
         )
         print(f"{arch:9s} {images / t_alone:17,.0f} {images / t_together:18,.0f} {ratio:6.2f}x {diff:13.1e}  "
-              f"{'ok' if ratio >= TARGET else 'BELOW'}; accuracies identical: {same_acc}")  # fmt: skip
+              f"{'ok' if ratio >= TARGET else 'BELOW'}; accuracies identical: {same_acc}; "
+              f"{'float32' if amp is None else 'bfloat16 above the first layer'}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -96,14 +96,15 @@ def saved_step(path: Path) -> int:
 
 
 @pytest.mark.parametrize(
-    ("arch", "optimizer", "lr", "labels"),
-    [("linear", "sgd", 0.01, "true"), ("linear", "adam", 0.003, "random"), ("small_cnn", "sgd", 0.01, "frozen"),
-     ("small_cnn", "adam", 0.003, "true"),
-     pytest.param("resnet20", "sgd", 0.01, "true", marks=pytest.mark.skipif(  # BatchNorm buffers; resnet18 is slow
-         "resnet20" not in ARCHITECTURES, reason="no resnet20 in firstlayer.models"))],
+    ("arch", "optimizer", "lr", "labels", "precision"),
+    [("linear", "sgd", 0.01, "true", "float32"), ("linear", "adam", 0.003, "random", "float32"),
+     ("small_cnn", "sgd", 0.01, "frozen", "float32"), ("small_cnn", "adam", 0.003, "true", "float32"),
+     ("small_cnn", "sgd", 0.01, "random", "bfloat16"),
+     pytest.param("resnet20", "sgd", 0.01, "true", "float32", marks=pytest.mark.skipif(  # BatchNorm buffers
+         "resnet20" not in ARCHITECTURES, reason="no resnet20 in firstlayer.models"))],  # resnet18 is slow
 )  # fmt: skip
-def test_train_stopped_and_resumed_equals_uninterrupted(tmp_path, arch, optimizer, lr, labels):
-    s = settings(optimizer=optimizer, lr=lr, labels=labels)
+def test_train_stopped_and_resumed_equals_uninterrupted(tmp_path, arch, optimizer, lr, labels, precision):
+    s = settings(optimizer=optimizer, lr=lr, labels=labels, precision=precision)
     ref_model, ref = run_one(arch, s)
     path = tmp_path / "seed0.resume.pt"
     flag = StopFlag()

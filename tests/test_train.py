@@ -15,15 +15,18 @@ from firstlayer.models import first_layer
 from firstlayer.patches import normalise
 from firstlayer.train import (
     CROP_PAD,
+    PRECISIONS,
     STACKABLE,
     TrainSettings,
     _Batches,
     _linear_stacked,
     augment_batch,
+    float32_first_layer,
     init_model,
     log_schedule,
     random_labels,
     resolve_device,
+    resolve_precision,
     resolve_steps,
     seed_streams,
     snapshots_frame,
@@ -487,3 +490,85 @@ def test_resolve_steps_from_epochs():
     b = _Batches(10, 3, seed=0, device=torch.device("cpu"))  # one epoch of steps uses up one permutation
     first = [b.next() for _ in range(resolve_steps(None, 1, 10, 3))]
     assert len(set(torch.cat(first).tolist())) == 9 and b.pos + b.bs > b.perm.shape[0]
+
+
+# ------------------------------------------------------------------------ precision
+
+
+def test_resolve_precision(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("float32", cpu, "small_cnn") is None
+    assert resolve_precision("bfloat16", cpu, "small_cnn") == torch.bfloat16
+    for name in PRECISIONS:  # the linear CNN is all first layer: always float32
+        assert resolve_precision(name, cpu, "linear") is None
+    for native, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(firstlayer.train, "native_bfloat16", lambda device, native=native: native)
+        assert resolve_precision("auto", cpu, "resnet20") == expected
+    with pytest.raises(ValueError, match=r"'half'.*auto, float32, bfloat16"):
+        resolve_precision("half", cpu, "small_cnn")
+    assert TrainSettings(steps=1, lr=0.1).precision == "float32"
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet20", "vgg11_bn", "vit_tiny"])
+def test_first_layer_computes_in_float32_under_bfloat16_autocast(arch):
+    """Inside ``float32_first_layer`` the first layer's output and weight gradient are exactly the float32 ones
+    for the input and upstream gradient it got, while the layers above it run in bfloat16; outside, the module is
+    as before (no instance attribute left, TF32 flag restored)."""
+    size = 32 if arch in ("vit_tiny", "vgg11_bn") else SIZE
+    model = init_model(arch, num_classes=2, kernel_size=4 if arch == "vit_tiny" else 3, width=None if arch ==
+                       "vit_tiny" else 8, image_size=size, seed=0)  # fmt: skip
+    conv = first_layer(model, arch)
+    seen = {}
+
+    def keep(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        seen.update(x=inputs[0], out=out)
+        out.register_hook(lambda grad: seen.update(grad_out=grad))
+
+    conv.register_forward_hook(keep)
+    dtypes = []
+    above = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m is not conv]
+    hooks = [m.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype)) for m in above]
+    x = torch.randn(4, 3, size, size)
+    tf32 = torch.backends.cudnn.allow_tf32
+    with float32_first_layer(conv):
+        assert torch.backends.cudnn.allow_tf32 is False
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x).float().square().sum()
+        loss.backward()
+    assert "forward" not in vars(conv) and torch.backends.cudnn.allow_tf32 == tf32
+    assert torch.bfloat16 in dtypes  # the layers above did run in bfloat16
+    assert seen["x"].dtype == seen["out"].dtype == seen["grad_out"].dtype == torch.float32
+    expected_out = conv._conv_forward(seen["x"], conv.weight, conv.bias)
+    assert torch.equal(seen["out"], expected_out)
+    expected_grad = torch.nn.grad.conv2d_weight(seen["x"], conv.weight.shape, seen["grad_out"], stride=conv.stride,
+                                                padding=conv.padding)  # fmt: skip
+    torch.testing.assert_close(conv.weight.grad, expected_grad, rtol=1e-5, atol=1e-6 * float(expected_grad.abs().max()))
+    for h in hooks:
+        h.remove()
+
+
+def test_bfloat16_training_is_reproducible_and_close_to_float32():
+    """bfloat16 above the first layer: the same run twice is bitwise equal, the result says what it computed in,
+    and the trained filters follow the float32 run's closely (the first layer itself is float32)."""
+    data, test = two_class_data(), two_class_data(seed=1)
+
+    def go(precision: str):
+        model = init_model("small_cnn", seed=0, **MODEL_KW)
+        return train(model, "small_cnn", data, test, MEAN, STD, settings(precision=precision), log=lambda _: None)
+
+    a, b, ref = go("bfloat16"), go("bfloat16"), go("float32")
+    assert a.precision == "bfloat16" and ref.precision == "float32"
+    assert all(torch.equal(a.snapshots[k], b.snapshots[k]) for k in a.snapshots)
+    assert all(w.dtype == torch.float32 and w.is_contiguous() for w in a.snapshots.values())
+    assert torch.equal(a.snapshots[0], ref.snapshots[0])
+    change, ref_change = a.snapshots[20] - a.snapshots[0], ref.snapshots[20] - ref.snapshots[0]
+    assert not torch.equal(change, ref_change)  # it did compute in bfloat16
+    assert float((change - ref_change).norm() / ref_change.norm()) < 0.05
+
+
+@pytest.mark.parametrize("arch", STACKABLE)
+def test_train_seeds_in_bfloat16_equals_one_train_per_seed(arch):
+    alone, together = sequential_and_stacked(arch, [0, 3], precision="bfloat16", optimizer="adam", lr=0.003)
+    for a, b in zip(alone, together, strict=True):
+        assert a.precision == b.precision == ("float32" if arch == "linear" else "bfloat16")
+        assert_same_run(a, b)

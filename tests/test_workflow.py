@@ -13,6 +13,8 @@ import pytest
 import torch
 import yaml
 
+from firstlayer.train import native_bfloat16
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tests" / "configs" / "smoke.yaml"
 
@@ -110,6 +112,10 @@ def test_tables_are_tidy_with_provenance(smoke_run: Path) -> None:
     assert np.isfinite(fits["tau"]).all() and (fits["tau"] > 0).all()
     metrics = pd.read_parquet(tables / "metrics.parquet")
     assert {"loss", "train_accuracy", "test_accuracy"} <= set(metrics["metric"])
+    # training.precision auto: the linear CNN in float32, the others as the machine computes bfloat16
+    auto = "bfloat16" if native_bfloat16(torch.device("cpu")) else "float32"
+    precision = metrics.groupby("model")["precision"].agg(set).to_dict()
+    assert precision.pop("linear") == {"float32"} and precision and all(p == {auto} for p in precision.values())
     pairs = pd.read_parquet(tables / "consistency.parquet")
     assert {"seed", "labels", "dataset", "trained vs init"} <= set(pairs["relation"])
 

@@ -7,7 +7,13 @@ and gives each seed the result ``train`` would have given it (to float rounding)
 Both can resume: given a checkpoint path they save their whole progress there every few minutes and when asked to
 stop (``StopFlag``, set by SIGTERM/SIGUSR1 under ``stop_on_signals``), then raise ``TrainingInterrupted``; a later
 call with the same path, settings, data and init continues from it, and ends bitwise where an uninterrupted run
-ends (on a CPU)."""
+ends (on a CPU).
+
+Precision (``TrainSettings.precision``): every layer after the first may run under bfloat16 autocast, the airbench
+way, while the first layer always computes in float32 (its input, weights, output and weight gradient; on CUDA with
+TF32 off). The first layer's gradient is a sum of image patches weighted by the gradient arriving from above, so
+rounding the layers above only reweights the patches; rounding the patches themselves (a bfloat16 first layer)
+adds white noise in patch space, which shows up in the low-variance PCA components this study measures."""
 
 from __future__ import annotations
 
@@ -44,6 +50,10 @@ INTERRUPTED_EXIT_CODE = 75
 #: Pixels of reflected border for the random-crop augmentation: a translation of up to this many pixels.
 CROP_PAD = 4
 
+#: ``TrainSettings.precision`` values: bfloat16 autocast above the first layer where the device computes it natively
+#: (a CUDA GPU with bfloat16, a CPU with AVX512-BF16 or AMX), else float32; float32 throughout; bfloat16 always.
+PRECISIONS = ("auto", "float32", "bfloat16")
+
 #: Architectures ``train_seeds`` can train several seeds of at once (no BatchNorm: no per-seed running statistics).
 STACKABLE = ("linear", "small_cnn")
 
@@ -70,6 +80,8 @@ class TrainSettings:
     compile: bool = False
     #: Random crop (reflect-pad ``CROP_PAD`` px, random window) and horizontal flip of every training batch.
     augment: bool = False
+    #: One of ``PRECISIONS``; the first layer is float32 whatever this says (see the module docstring).
+    precision: str = "float32"
 
 
 @dataclass
@@ -80,6 +92,8 @@ class TrainResult:
     metrics: pd.DataFrame
     seconds: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+    #: The precision the run computed in above its first layer ("float32" or "bfloat16"), as resolved.
+    precision: str = "float32"
 
 
 def log_schedule(steps: int, count: int) -> tuple[int, ...]:
@@ -168,6 +182,57 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("training.device is 'cuda' but no GPU is visible; use 'auto' or 'cpu'")
     return torch.device(name)
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX
+    (elsewhere oneDNN emulates bfloat16, slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return False
+
+
+def resolve_precision(name: str, device: torch.device, arch: str) -> torch.dtype | None:
+    """``TrainSettings.precision`` -> the autocast dtype above the first layer (None: float32 throughout).
+
+    The linear CNN always trains in float32: everything it computes is its first layer (``train_seeds`` folds its
+    readout into the filters, in input space), so there is nothing above it to round."""
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; allowed: {', '.join(PRECISIONS)}")
+    if arch == "linear" or name == "float32" or (name == "auto" and not native_bfloat16(device)):
+        return None
+    return torch.bfloat16
+
+
+def precision_name(amp: torch.dtype | None) -> str:
+    """What ``resolve_precision`` gave, in words: "float32" or "bfloat16"."""
+    return "float32" if amp is None else str(amp).removeprefix("torch.")
+
+
+@contextlib.contextmanager
+def float32_first_layer(conv: nn.Module | None) -> Iterator[None]:
+    """Inside, `conv` computes in float32 with autocast off (its forward is wrapped on the instance; unwrapped on
+    exit), and cuDNN does not substitute TF32: the layer whose filters are measured is never rounded below float32.
+    Layers above it keep whatever autocast the caller set. The backward of a convolution reads the TF32 flag when it
+    runs, so the flag stays off for the whole scope. With `conv` None only the TF32 flag is set."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return type(conv).forward(conv, x.float())
+
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    if conv is not None:
+        conv.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if conv is not None:
+            del conv.forward
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 def _optimizer(params: Sequence[torch.Tensor], s: TrainSettings) -> torch.optim.Optimizer:
@@ -377,7 +442,9 @@ def train(
     ``'frozen'`` the labels are true and the first layer keeps its init: ``requires_grad_(False)`` and not in the
     optimiser (no weight decay, no momentum); its snapshots all equal step 0. With ``settings.augment`` every
     training batch is cropped and flipped (``augment_batch``, the run's "augment" stream). With
-    ``settings.compile`` the training forward runs through ``torch.compile(model)`` (for GPUs).
+    ``settings.compile`` the training forward runs through ``torch.compile(model)`` (for GPUs). Training and
+    evaluation run in ``settings.precision`` (``resolve_precision``) above a float32 first layer, in channels_last
+    on a GPU or under bfloat16 autocast.
 
     With a `checkpoint` path the whole progress (model, optimiser, batch order, augmentation generator, snapshots,
     accuracies and losses so far) is saved there every `checkpoint_minutes` (0: only when stopping) and when
@@ -388,13 +455,14 @@ def train(
     s = settings
     _check_labels(s.labels)
     device = resolve_device(s.device)
-    cuda = device.type == "cuda"
+    amp = resolve_precision(s.precision, device, arch)
     streams = seed_streams(s.seed)
     x_train, y_train = train_data
     x_test, y_test = test_data
     if s.labels == "random":
         y_train = random_labels(y_train, streams["labels"])
-    parts = ("train", arch, dataclasses.asdict(s), model.state_dict(), x_train, y_train, x_test, y_test, mean, std)
+    parts = ("train", arch, dataclasses.asdict(s), str(amp), model.state_dict(), x_train, y_train, x_test, y_test,
+             mean, std)  # fmt: skip
     ckpt = _Checkpoints(checkpoint, checkpoint_minutes, stop, lambda: run_digest(*parts), log)
     eval_idx = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(streams["eval"]))
     eval_idx = eval_idx[: s.train_eval_size]
@@ -402,12 +470,17 @@ def train(
     x_test, y_test = x_test.to(device), y_test.to(device)
     x_eval, y_eval = x_train[eval_idx.to(device)], y_train[eval_idx.to(device)]
 
-    mem = torch.channels_last if cuda else torch.contiguous_format
+    mem = torch.channels_last if device.type == "cuda" or amp is not None else torch.contiguous_format
     model = model.to(device=device, memory_format=mem)
     model.train()
     conv = first_layer(model, arch)
+    log(f"precision: {precision_name(amp)} above a float32 first layer ({s.precision!r} on {device.type})")
     if s.labels == "frozen":
         conv.requires_grad_(False)
+
+    def autocast() -> torch.autocast:
+        return torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
+
     mean_t = torch.as_tensor(mean, dtype=torch.float32)
     std_t = torch.as_tensor(std, dtype=torch.float32)
 
@@ -422,58 +495,60 @@ def train(
     losses = torch.zeros(s.steps, device=device)
 
     def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
-        return (correct_count(model, x_eval, y_eval, prep, s.eval_batch_size),
-                correct_count(model, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
+        with autocast():
+            return (correct_count(model, x_eval, y_eval, prep, s.eval_batch_size),
+                    correct_count(model, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
 
-    state = ckpt.load()
-    if state is None:
-        start, seconds = 0, 0.0
-        snapshots: dict[int, torch.Tensor] = {0: conv.weight.detach().clone()}
-        evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {0: evaluate()}
-    else:
-        start, seconds = int(state["step"]), float(state["seconds"])
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        batches.load_state(state["order"])
-        if augment is not None:
-            augment.set_state(state["augment"])
-        snapshots = {k: v.to(device) for k, v in state["snapshots"].items()}
-        evals = {k: (a.to(device), b.to(device)) for k, (a, b) in state["evals"].items()}
-        losses.copy_(state["losses"])
+    with float32_first_layer(conv):
+        state = ckpt.load()
+        if state is None:
+            start, seconds = 0, 0.0
+            snapshots: dict[int, torch.Tensor] = {0: conv.weight.detach().clone()}
+            evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {0: evaluate()}
+        else:
+            start, seconds = int(state["step"]), float(state["seconds"])
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            batches.load_state(state["order"])
+            if augment is not None:
+                augment.set_state(state["augment"])
+            snapshots = {k: v.to(device) for k, v in state["snapshots"].items()}
+            evals = {k: (a.to(device), b.to(device)) for k, (a, b) in state["evals"].items()}
+            losses.copy_(state["losses"])
 
-    def progress() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "order": batches.state(),
-                "augment": augment.get_state() if augment is not None else None, "snapshots": snapshots,
-                "evals": evals, "losses": losses, "seconds": seconds + time.perf_counter() - t0}  # fmt: skip
+        def progress() -> dict[str, Any]:
+            return {"model": model.state_dict(), "optimizer": opt.state_dict(), "order": batches.state(),
+                    "augment": augment.get_state() if augment is not None else None, "snapshots": snapshots,
+                    "evals": evals, "losses": losses, "seconds": seconds + time.perf_counter() - t0}  # fmt: skip
 
-    forward = torch.compile(model) if s.compile else model
-    report_every = max(1, s.steps // 10)
-    t0 = time.perf_counter()
-    for step in range(start + 1, s.steps + 1):
-        ckpt.boundary(step - 1, progress)
-        idx = batches.next()
-        xb = x_train[idx]
-        if augment is not None:
-            xb = augment_batch(xb, augment)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(forward(prep(xb)), y_train[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses[step - 1] = loss.detach()
-        if step in snap_steps:
-            snapshots[step] = conv.weight.detach().clone()
-        if step in eval_steps:
-            evals[step] = evaluate()
-        if step % report_every == 0 or step == s.steps:
-            log(f"step {step}/{s.steps}  {time.perf_counter() - t0:.1f}s")
-    elapsed = time.perf_counter() - t0
+        forward = torch.compile(model) if s.compile else model
+        report_every = max(1, s.steps // 10)
+        t0 = time.perf_counter()
+        for step in range(start + 1, s.steps + 1):
+            ckpt.boundary(step - 1, progress)
+            idx = batches.next()
+            xb = x_train[idx]
+            if augment is not None:
+                xb = augment_batch(xb, augment)
+            with autocast():
+                loss = F.cross_entropy(forward(prep(xb)), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses[step - 1] = loss.detach()
+            if step in snap_steps:
+                snapshots[step] = conv.weight.detach().clone()
+            if step in eval_steps:
+                evals[step] = evaluate()
+            if step % report_every == 0 or step == s.steps:
+                log(f"step {step}/{s.steps}  {time.perf_counter() - t0:.1f}s")
+        elapsed = time.perf_counter() - t0
 
     counts = {step: (int(c_train.item()), int(c_test.item())) for step, (c_train, c_test) in evals.items()}
     metrics = _train_metrics(losses.float().cpu().numpy(), counts, x_eval.shape[0], x_test.shape[0])
     snaps = {k: v.float().cpu().contiguous() for k, v in sorted(snapshots.items())}
     rate = (s.steps - start) * batches.bs / max(elapsed, 1e-9)
-    return TrainResult(snaps, metrics, seconds + elapsed, {"images_per_second": rate})
+    return TrainResult(snaps, metrics, seconds + elapsed, {"images_per_second": rate}, precision_name(amp))
 
 
 # ------------------------------------------------------------------------ several seeds at once
@@ -511,6 +586,8 @@ class _StackedArch:
     logits: StackedForward
     seed_logits: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor] | None = None
     channels_last: bool = False
+    #: The first-layer module the forwards call (for ``float32_first_layer``); None when they call no module.
+    first_layer: nn.Module | None = None
 
 
 def _stacked_arch(arch: str, model: nn.Module) -> _StackedArch:
@@ -530,7 +607,7 @@ def _stacked_arch(arch: str, model: nn.Module) -> _StackedArch:
             [seed_logits({k: v[i] for k, v in params.items()}, x if x.dim() == 4 else x[i]) for i in range(n)]
         )
 
-    return _StackedArch(logits, seed_logits, channels_last=True)
+    return _StackedArch(logits, seed_logits, channels_last=True, first_layer=first_layer(base, arch))
 
 
 @torch.no_grad()
@@ -589,7 +666,7 @@ def train_seeds(
         raise ValueError("train_seeds needs at least one seed")
     n = len(seeds)
     device = resolve_device(s.device)
-    cuda = device.type == "cuda"
+    amp = resolve_precision(s.precision, device, arch)
     streams = [seed_streams(seed) for seed in seeds]
     x_train, y_true = train_data
     x_test, y_test = test_data
@@ -609,7 +686,8 @@ def train_seeds(
         for name, p in models[0].named_parameters()
     }
     common = dataclasses.asdict(dataclasses.replace(s, seed=0))  # settings.seed is ignored
-    parts = ("train_seeds", arch, dict(model_kwargs), seeds, common, params, x_train, ys, x_test, y_test, mean, std)
+    parts = ("train_seeds", arch, dict(model_kwargs), seeds, common, str(amp), params, x_train, ys, x_test, y_test,
+             mean, std)  # fmt: skip
     ckpt = _Checkpoints(checkpoint, checkpoint_minutes, stop, lambda: run_digest(*parts), log)
     x_train, y_train = x_train.to(device), torch.stack(ys).to(device)  # labels (N, n): one row per seed
     x_test, y_test = x_test.to(device), y_test.to(device)
@@ -617,7 +695,13 @@ def train_seeds(
     x_eval, y_eval = x_train[eval_idx], y_train.gather(1, eval_idx)  # (N, E, c, h, w), (N, E)
 
     stacked = _stacked_arch(arch, models[0])
-    mem = torch.channels_last if cuda and stacked.channels_last else torch.contiguous_format
+    on_gpu_or_amp = device.type == "cuda" or amp is not None
+    mem = torch.channels_last if on_gpu_or_amp and stacked.channels_last else torch.contiguous_format
+    log(f"precision: {precision_name(amp)} above a float32 first layer ({s.precision!r} on {device.type})")
+
+    def autocast() -> torch.autocast:
+        return torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
+
     mean_t = torch.as_tensor(mean, dtype=torch.float32)
     std_t = torch.as_tensor(std, dtype=torch.float32)
 
@@ -639,64 +723,66 @@ def train_seeds(
     losses = torch.zeros(s.steps, n, device=device)
 
     def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
-        return (_stacked_correct(stacked.logits, params, x_eval, y_eval, prep, s.eval_batch_size),
-                _stacked_correct(stacked.logits, params, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
+        with autocast():
+            return (_stacked_correct(stacked.logits, params, x_eval, y_eval, prep, s.eval_batch_size),
+                    _stacked_correct(stacked.logits, params, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
 
-    state = ckpt.load()
-    if state is None:
-        start, seconds = 0, 0.0
-        snapshots: dict[int, torch.Tensor] = {0: params[first].detach().clone()}
-        evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {0: evaluate()}
-    else:
-        start, seconds = int(state["step"]), float(state["seconds"])
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(state["params"][name])
-        opt.load_state_dict(state["optimizer"])
-        for b, saved in zip(batches, state["order"], strict=True):
-            b.load_state(saved)
-        for g, saved in zip(augment, state["augment"], strict=True):
-            g.set_state(saved)
-        snapshots = {k: v.to(device) for k, v in state["snapshots"].items()}
-        evals = {k: (a.to(device), b.to(device)) for k, (a, b) in state["evals"].items()}
-        losses.copy_(state["losses"])
+    with float32_first_layer(stacked.first_layer):
+        state = ckpt.load()
+        if state is None:
+            start, seconds = 0, 0.0
+            snapshots: dict[int, torch.Tensor] = {0: params[first].detach().clone()}
+            evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {0: evaluate()}
+        else:
+            start, seconds = int(state["step"]), float(state["seconds"])
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(state["params"][name])
+            opt.load_state_dict(state["optimizer"])
+            for b, saved in zip(batches, state["order"], strict=True):
+                b.load_state(saved)
+            for g, saved in zip(augment, state["augment"], strict=True):
+                g.set_state(saved)
+            snapshots = {k: v.to(device) for k, v in state["snapshots"].items()}
+            evals = {k: (a.to(device), b.to(device)) for k, (a, b) in state["evals"].items()}
+            losses.copy_(state["losses"])
 
-    def progress() -> dict[str, Any]:
-        return {"params": {k: v.detach() for k, v in params.items()}, "optimizer": opt.state_dict(),
-                "order": [b.state() for b in batches], "augment": [g.get_state() for g in augment],
-                "snapshots": snapshots, "evals": evals, "losses": losses,
-                "seconds": seconds + time.perf_counter() - t0}  # fmt: skip
+        def progress() -> dict[str, Any]:
+            return {"params": {k: v.detach() for k, v in params.items()}, "optimizer": opt.state_dict(),
+                    "order": [b.state() for b in batches], "augment": [g.get_state() for g in augment],
+                    "snapshots": snapshots, "evals": evals, "losses": losses,
+                    "seconds": seconds + time.perf_counter() - t0}  # fmt: skip
 
-    report_every = max(1, s.steps // 10)
-    t0 = time.perf_counter()
-    for step in range(start + 1, s.steps + 1):
-        ckpt.boundary(step - 1, progress)
-        idx = torch.stack([b.next() for b in batches])  # (N, bs): each seed's own batch order
-        images = x_train[idx]
-        if augment:  # each seed's batch with its own generator: the draws ``train`` makes for that seed
-            images = torch.stack([augment_batch(images[i], g) for i, g in enumerate(augment)])
-        xb, yb = prep(images), y_train[rows, idx]
-        opt.zero_grad(set_to_none=True)
-        if stacked.seed_logits is None:  # all seeds in one graph: the sum of the seeds' mean losses
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                per_seed = F.cross_entropy(step_forward(params, xb).flatten(0, 1), yb.flatten(), reduction="none")
-                per_seed = per_seed.view(n, bs).mean(1)
-            per_seed.sum().backward()
-            losses[step - 1] = per_seed.detach()
-        else:  # seed by seed: each backward adds the seed's gradient to its slice of the stacked .grad
-            for i in range(n):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                    loss = F.cross_entropy(step_forward({k: v[i] for k, v in params.items()}, xb[i]), yb[i])
-                loss.backward()
-                losses[step - 1, i] = loss.detach()
-        opt.step()
-        if step in snap_steps:
-            snapshots[step] = params[first].detach().clone()
-        if step in eval_steps:
-            evals[step] = evaluate()
-        if step % report_every == 0 or step == s.steps:
-            log(f"step {step}/{s.steps} ({n} seeds)  {time.perf_counter() - t0:.1f}s")
-    elapsed = time.perf_counter() - t0
+        report_every = max(1, s.steps // 10)
+        t0 = time.perf_counter()
+        for step in range(start + 1, s.steps + 1):
+            ckpt.boundary(step - 1, progress)
+            idx = torch.stack([b.next() for b in batches])  # (N, bs): each seed's own batch order
+            images = x_train[idx]
+            if augment:  # each seed's batch with its own generator: the draws ``train`` makes for that seed
+                images = torch.stack([augment_batch(images[i], g) for i, g in enumerate(augment)])
+            xb, yb = prep(images), y_train[rows, idx]
+            opt.zero_grad(set_to_none=True)
+            if stacked.seed_logits is None:  # all seeds in one graph: the sum of the seeds' mean losses
+                with autocast():
+                    per_seed = F.cross_entropy(step_forward(params, xb).flatten(0, 1), yb.flatten(), reduction="none")
+                    per_seed = per_seed.view(n, bs).mean(1)
+                per_seed.sum().backward()
+                losses[step - 1] = per_seed.detach()
+            else:  # seed by seed: each backward adds the seed's gradient to its slice of the stacked .grad
+                for i in range(n):
+                    with autocast():
+                        loss = F.cross_entropy(step_forward({k: v[i] for k, v in params.items()}, xb[i]), yb[i])
+                    loss.backward()
+                    losses[step - 1, i] = loss.detach()
+            opt.step()
+            if step in snap_steps:
+                snapshots[step] = params[first].detach().clone()
+            if step in eval_steps:
+                evals[step] = evaluate()
+            if step % report_every == 0 or step == s.steps:
+                log(f"step {step}/{s.steps} ({n} seeds)  {time.perf_counter() - t0:.1f}s")
+        elapsed = time.perf_counter() - t0
 
     loss_np = losses.float().cpu().numpy()
     counts = {step: (c_train.cpu().numpy(), c_test.cpu().numpy()) for step, (c_train, c_test) in evals.items()}
@@ -707,7 +793,7 @@ def train_seeds(
         counts_i = {step: (int(c_train[i]), int(c_test[i])) for step, (c_train, c_test) in counts.items()}
         metrics = _train_metrics(loss_np[:, i], counts_i, x_eval.shape[1], x_test.shape[0])
         snaps_i = {k: w[i].clone() for k, w in snaps.items()}
-        results.append(TrainResult(snaps_i, metrics, seconds + elapsed, dict(extra)))
+        results.append(TrainResult(snaps_i, metrics, seconds + elapsed, dict(extra), precision_name(amp)))
     return results
 
 

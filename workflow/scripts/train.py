@@ -57,6 +57,7 @@ with job_log(snakemake.log[0]):
         eval_batch_size=s["training"]["eval_batch_size"],
         device=s["training"]["device"],
         compile=s["training"]["compile"],
+        precision=s["training"]["precision"],
         augment=arch["augment"],
     )
     print(f"job {s['dataset']}/{s['arch']}/{s['labels']}, seeds {seeds}: {settings}")
@@ -90,7 +91,7 @@ with job_log(snakemake.log[0]):
         keys = {"dataset": s["dataset"], "arch": s["arch"], "model": arch["model"], "labels": s["labels"]}
         runs = list(zip(seeds, results, strict=True))
         snapshots = [snapshots_frame(r.snapshots).assign(**keys, seed=seed) for seed, r in runs]
-        metrics = [r.metrics.assign(**keys, seed=seed) for seed, r in runs]
+        metrics = [r.metrics.assign(**keys, seed=seed, precision=r.precision) for seed, r in runs]
         write_table(pd.concat(snapshots, ignore_index=True), snakemake.output.snapshots, digest)
         write_table(pd.concat(metrics, ignore_index=True), snakemake.output.metrics, digest)
         resume["checkpoint"].unlink(missing_ok=True)
