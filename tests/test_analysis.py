@@ -317,3 +317,23 @@ def test_final_and_frozen_accuracy():
     frozen = frozen_accuracy(metrics)
     assert len(frozen) == 1 and frozen["difference"].iloc[0] == pytest.approx(-0.1)
     assert frozen_accuracy(metrics[metrics.labels != "frozen"]).empty
+
+
+def test_precision_is_reported_and_mixed_precision_warned():
+    from firstlayer.analysis import final_accuracy, precision_warnings
+
+    rows = []
+    for arch, labels, seed, precision in (("a", "true", 0, "bfloat16"), ("a", "random", 0, "float32"),
+                                          ("b", "true", 0, "float32"), ("b", "true", 1, "float32")):  # fmt: skip
+        rows += [{"dataset": "d", "arch": arch, "labels": labels, "seed": seed, "step": 5, "metric": m,
+                  "value": 0.5, "precision": precision} for m in ("train_accuracy", "test_accuracy")]  # fmt: skip
+    metrics = pd.DataFrame(rows)
+    acc = final_accuracy(metrics).set_index(["arch", "labels"])["precision"].to_dict()
+    assert acc == {("a", "random"): "float32", ("a", "true"): "bfloat16", ("b", "true"): "float32"}
+    (warning,) = precision_warnings(metrics)
+    assert warning.startswith("architecture 'a' ran in bfloat16 and float32") and "training.precision" in warning
+    mixed_seeds = metrics.assign(precision=np.where(metrics.seed == 1, "bfloat16", metrics.precision))
+    assert len(precision_warnings(mixed_seeds)) == 2
+    assert final_accuracy(mixed_seeds).set_index("arch").loc["b", "precision"] == "bfloat16+float32"
+    assert precision_warnings(metrics.drop(columns="precision")) == []
+    assert "precision" not in final_accuracy(metrics.drop(columns="precision"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -531,7 +532,7 @@ def test_first_layer_computes_in_float32_under_bfloat16_autocast(arch):
     x = torch.randn(4, 3, size, size)
     tf32 = torch.backends.cudnn.allow_tf32
     with float32_first_layer(conv):
-        assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = model(x).float().square().sum()
         loss.backward()
@@ -572,3 +573,31 @@ def test_train_seeds_in_bfloat16_equals_one_train_per_seed(arch):
     for a, b in zip(alone, together, strict=True):
         assert a.precision == b.precision == ("float32" if arch == "linear" else "bfloat16")
         assert_same_run(a, b)
+
+
+def test_float32_first_layer_nests_survives_errors_and_wraps_copies():
+    conv = torch.nn.Conv2d(3, 4, 3)
+    x = torch.randn(2, 3, 8, 8)
+    expected = conv(x)
+
+    def flags() -> tuple[bool, bool]:
+        return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+    before = flags()
+    with pytest.raises(KeyError), float32_first_layer(conv):
+        raise KeyError("boom")
+    assert "forward" not in vars(conv) and flags() == before
+    with float32_first_layer(conv), torch.autocast("cpu", dtype=torch.bfloat16):
+        outer = conv.forward
+        with float32_first_layer(conv):
+            assert conv(x).dtype == torch.float32
+        assert conv.forward is outer  # the inner scope put the outer wrapper back
+        copy = deepcopy(conv)
+        with torch.no_grad():
+            copy.weight.mul_(2)
+        out = copy(x)  # the copy's wrapper computes with the copy's weights, in float32
+        assert out.dtype == torch.float32
+        with torch.autocast("cpu", enabled=False):
+            torch.testing.assert_close(out, F.conv2d(x, copy.weight, copy.bias))
+        assert torch.equal(conv(x), expected)
+    assert "forward" not in vars(conv) and conv(x).dtype == torch.float32

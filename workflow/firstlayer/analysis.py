@@ -259,7 +259,28 @@ def final_accuracy(metrics: pd.DataFrame) -> pd.DataFrame:
         test_accuracy=("test_accuracy", "mean"),
         test_accuracy_std=("test_accuracy", "std"),
     )
+    if "precision" in metrics:  # what the runs computed in above the first layer; "a+b" when they differ
+        out["precision"] = metrics.groupby(["dataset", "arch", "labels"], sort=True)["precision"].agg(_joined)
     return out.reset_index()
+
+
+def _joined(values: pd.Series) -> str:
+    return "+".join(sorted(set(values)))
+
+
+def precision_warnings(metrics: pd.DataFrame) -> list[str]:
+    """One message per architecture entry whose runs did not all compute in the same precision (``training.precision:
+    auto`` on nodes that differ in bfloat16 support): their seeds and label modes are then compared across
+    arithmetic. Metrics without a ``precision`` column give none."""
+    if "precision" not in metrics:
+        return []
+    used = metrics.groupby("arch", sort=True)["precision"].agg(lambda v: sorted(set(v)))
+    return [
+        f"architecture {arch!r} ran in {' and '.join(p)} in different jobs (training.precision: auto on machines "
+        f"that differ in bfloat16 support); set training.precision to float32 or bfloat16 to compare like with like"
+        for arch, p in used.items()
+        if len(p) > 1
+    ]
 
 
 def chance_accuracy(manifest: pd.DataFrame) -> float:

@@ -26,6 +26,7 @@ import math
 import os
 import signal
 import time
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,8 @@ class TrainSettings:
     compile: bool = False
     #: Random crop (reflect-pad ``CROP_PAD`` px, random window) and horizontal flip of every training batch.
     augment: bool = False
-    #: One of ``PRECISIONS``; the first layer is float32 whatever this says (see the module docstring).
+    #: One of ``PRECISIONS``; the first layer is float32 whatever this says (see the module docstring). float32
+    #: here, the same arithmetic on every machine; the workflow's ``training.precision`` defaults to auto.
     precision: str = "float32"
 
 
@@ -188,7 +190,10 @@ def native_bfloat16(device: torch.device) -> bool:
     """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX
     (elsewhere oneDNN emulates bfloat16, slower than float32)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 had no emulation to exclude
+            return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
@@ -212,27 +217,43 @@ def precision_name(amp: torch.dtype | None) -> str:
     return "float32" if amp is None else str(amp).removeprefix("torch.")
 
 
+#: Flags that let CUDA substitute TF32 (10-bit mantissa) for float32: cuDNN convolutions and cuBLAS matmuls.
+_TF32_FLAGS = ((torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32"))
+
+
 @contextlib.contextmanager
 def float32_first_layer(conv: nn.Module | None) -> Iterator[None]:
-    """Inside, `conv` computes in float32 with autocast off (its forward is wrapped on the instance; unwrapped on
-    exit), and cuDNN does not substitute TF32: the layer whose filters are measured is never rounded below float32.
-    Layers above it keep whatever autocast the caller set. The backward of a convolution reads the TF32 flag when it
-    runs, so the flag stays off for the whole scope. With `conv` None only the TF32 flag is set."""
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return type(conv).forward(conv, x.float())
-
-    tf32 = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    if conv is not None:
-        conv.forward = forward  # type: ignore[method-assign]
+    """Inside, `conv` computes in float32 with autocast off, and CUDA substitutes no TF32 for float32 (cuDNN
+    convolutions, cuBLAS matmuls): the layer whose filters are measured is never rounded below float32. Layers
+    above it keep whatever autocast the caller set. The backward of a convolution reads the TF32 flags when it runs,
+    so they stay off for the whole scope. The forward is wrapped as a method bound to `conv` (a copy made inside
+    the scope wraps the copy) and whatever instance forward it had before is put back on exit, as are the flags.
+    With `conv` None only the TF32 flags are set."""
+    saved_flags = [(owner, name, getattr(owner, name)) for owner, name in _TF32_FLAGS]
+    had_forward = conv is not None and "forward" in vars(conv)
+    previous = vars(conv).get("forward") if conv is not None else None
     try:
+        for owner, name, _ in saved_flags:
+            setattr(owner, name, False)
+        if conv is not None:
+            inner = previous if had_forward else type(conv).forward.__get__(conv)
+
+            def forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+                with torch.autocast(x.device.type, enabled=False):
+                    return (inner if self is conv else type(self).forward.__get__(self))(x.float(), *args, **kwargs)
+
+            conv.forward = types.MethodType(forward, conv)  # type: ignore[method-assign]
         yield
     finally:
-        if conv is not None:
-            del conv.forward
-        torch.backends.cudnn.allow_tf32 = tf32
+        try:
+            if conv is not None:
+                if had_forward:
+                    conv.forward = previous  # type: ignore[method-assign]
+                else:
+                    vars(conv).pop("forward", None)
+        finally:
+            for owner, name, value in saved_flags:
+                setattr(owner, name, value)
 
 
 def _optimizer(params: Sequence[torch.Tensor], s: TrainSettings) -> torch.optim.Optimizer:
@@ -442,9 +463,9 @@ def train(
     ``'frozen'`` the labels are true and the first layer keeps its init: ``requires_grad_(False)`` and not in the
     optimiser (no weight decay, no momentum); its snapshots all equal step 0. With ``settings.augment`` every
     training batch is cropped and flipped (``augment_batch``, the run's "augment" stream). With
-    ``settings.compile`` the training forward runs through ``torch.compile(model)`` (for GPUs). Training and
-    evaluation run in ``settings.precision`` (``resolve_precision``) above a float32 first layer, in channels_last
-    on a GPU or under bfloat16 autocast.
+    ``settings.compile`` the training forward runs through ``torch.compile(model)`` (for GPUs). Training steps run
+    in ``settings.precision`` (``resolve_precision``) above a float32 first layer, in channels_last on a GPU or
+    under bfloat16 autocast (the model is left in that memory format); accuracy is evaluated in float32.
 
     With a `checkpoint` path the whole progress (model, optimiser, batch order, augmentation generator, snapshots,
     accuracies and losses so far) is saved there every `checkpoint_minutes` (0: only when stopping) and when
@@ -494,10 +515,9 @@ def train(
     eval_steps = set(s.eval_steps) | {s.steps}
     losses = torch.zeros(s.steps, device=device)
 
-    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
-        with autocast():
-            return (correct_count(model, x_eval, y_eval, prep, s.eval_batch_size),
-                    correct_count(model, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:  # in float32: bfloat16 logits tie more often
+        return (correct_count(model, x_eval, y_eval, prep, s.eval_batch_size),
+                correct_count(model, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
 
     with float32_first_layer(conv):
         state = ckpt.load()
@@ -722,10 +742,9 @@ def train_seeds(
     eval_steps = set(s.eval_steps) | {s.steps}
     losses = torch.zeros(s.steps, n, device=device)
 
-    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
-        with autocast():
-            return (_stacked_correct(stacked.logits, params, x_eval, y_eval, prep, s.eval_batch_size),
-                    _stacked_correct(stacked.logits, params, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:  # in float32, as in ``train``
+        return (_stacked_correct(stacked.logits, params, x_eval, y_eval, prep, s.eval_batch_size),
+                _stacked_correct(stacked.logits, params, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
 
     with float32_first_layer(stacked.first_layer):
         state = ckpt.load()

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from firstlayer.analysis import chance_accuracy, final_accuracy, frozen_accuracy
+from firstlayer.analysis import chance_accuracy, final_accuracy, frozen_accuracy, precision_warnings
 from firstlayer.io import job_log, write_table
 
 with job_log(snakemake.log[0]):
@@ -11,6 +11,8 @@ with job_log(snakemake.log[0]):
         name: chance_accuracy(pd.read_parquet(path, columns=["split", "label"]))
         for name, path in zip(snakemake.params.datasets, snakemake.input.manifests, strict=True)
     }
+    for warning in precision_warnings(metrics):
+        print(f"warning: {warning}")
     accuracy, frozen = final_accuracy(metrics), frozen_accuracy(metrics, chance)
     write_table(accuracy, snakemake.output.accuracy)
     write_table(frozen, snakemake.output.frozen)
