@@ -351,13 +351,28 @@ def test_compile_flag_wraps_the_training_forward(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     model, r = run(compile=True)
-    assert compiled == [model]
+    assert len(compiled) == 1 and callable(compiled[0])  # the linear CNN's input-space forward of this model
+    x = torch.randn(5, 3, SIZE, SIZE)
+    torch.testing.assert_close(compiled[0](x), model(x), rtol=1e-5, atol=1e-5)
     _, plain = run()
     assert all(torch.equal(r.snapshots[k], plain.snapshots[k]) for k in plain.snapshots)
     data = two_class_data()
     train_seeds("small_cnn", MODEL_KW, data, data, MEAN, STD, settings(compile=True, steps=2), [0], log=lambda _: None)
     assert len(compiled) == 2 and callable(compiled[1])
     assert TrainSettings(steps=1, lr=0.1).compile is False
+    cnn = init_model("small_cnn", seed=0, **MODEL_KW)
+    train(cnn, "small_cnn", data, data, MEAN, STD, settings(compile=True, steps=2), log=lambda _: None)
+    assert compiled[2] is cnn  # other networks: the module itself
+
+
+def test_linear_train_runs_in_input_space_as_the_module_would(monkeypatch):
+    """train() steps the linear CNN through its input-space forward; the run is the module forward's run, rounding
+    aside (and bitwise the same accuracies)."""
+    _, fast = run(labels="random", optimizer="adam", lr=0.003, augment=True)
+    monkeypatch.setattr(firstlayer.train, "_linear_input_space", lambda model: model)
+    _, plain = run(labels="random", optimizer="adam", lr=0.003, augment=True)
+    assert_same_run(plain, fast)
+    assert not all(torch.equal(plain.snapshots[k], fast.snapshots[k]) for k in plain.snapshots)  # another path
 
 
 # ------------------------------------------------------------------------ augment, init_scale, frozen, epochs
