@@ -30,11 +30,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     d = 27
     eigenvalues = 20.0 * np.arange(1, d + 1, dtype=np.float64) ** -2.2  # a natural-image-like 3x3x3 spectrum
-    eta = 0.2 / eigenvalues.max()
+    # the published grid: step counts range(10_000, 5_000_000, 250) of a small learning rate (eta * lambda <= 8e-4,
+    # the published code's 1e-7 being smaller still), spanning tau = 0.4 .. 200 / lambda_max
+    eta = 8e-4 / eigenvalues.max()
     taus = 10 ** rng.uniform(-2, 2, size=args.profiles)
     profiles = formula_profile(eigenvalues, taus) * rng.lognormal(0, 0.05, size=(args.profiles, d))
 
-    loop_steps = range(40, 20_000)
+    loop_steps = range(10_000, 5_000_000, 250)
     t0 = time.perf_counter()
     loop = [loop_fit(p, eigenvalues, eta, loop_steps) for p in profiles[: args.loop_profiles]]
     loop_s = (time.perf_counter() - t0) / args.loop_profiles
