@@ -217,6 +217,11 @@ def precision_name(amp: torch.dtype | None) -> str:
     return "float32" if amp is None else str(amp).removeprefix("torch.")
 
 
+def _autocast(device: torch.device, amp: torch.dtype | None) -> torch.autocast:
+    """The autocast of a training step: to `amp` where ``resolve_precision`` gave one, else off."""
+    return torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
+
+
 #: Flags that let CUDA substitute TF32 (10-bit mantissa) for float32: cuDNN convolutions and cuBLAS matmuls.
 _TF32_FLAGS = ((torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32"))
 
@@ -498,10 +503,6 @@ def train(
     log(f"precision: {precision_name(amp)} above a float32 first layer ({s.precision!r} on {device.type})")
     if s.labels == "frozen":
         conv.requires_grad_(False)
-
-    def autocast() -> torch.autocast:
-        return torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
-
     mean_t = torch.as_tensor(mean, dtype=torch.float32)
     std_t = torch.as_tensor(std, dtype=torch.float32)
 
@@ -551,7 +552,7 @@ def train(
             xb = x_train[idx]
             if augment is not None:
                 xb = augment_batch(xb, augment)
-            with autocast():
+            with _autocast(device, amp):
                 loss = F.cross_entropy(forward(prep(xb)), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -733,10 +734,6 @@ def train_seeds(
     on_gpu_or_amp = device.type == "cuda" or amp is not None
     mem = torch.channels_last if on_gpu_or_amp and stacked.channels_last else torch.contiguous_format
     log(f"precision: {precision_name(amp)} above a float32 first layer ({s.precision!r} on {device.type})")
-
-    def autocast() -> torch.autocast:
-        return torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
-
     mean_t = torch.as_tensor(mean, dtype=torch.float32)
     std_t = torch.as_tensor(std, dtype=torch.float32)
 
@@ -798,14 +795,14 @@ def train_seeds(
             xb, yb = prep(images), y_train[rows, idx]
             opt.zero_grad(set_to_none=True)
             if stacked.seed_logits is None:  # all seeds in one graph: the sum of the seeds' mean losses
-                with autocast():
+                with _autocast(device, amp):
                     per_seed = F.cross_entropy(step_forward(params, xb).flatten(0, 1), yb.flatten(), reduction="none")
                     per_seed = per_seed.view(n, bs).mean(1)
                 per_seed.sum().backward()
                 losses[step - 1] = per_seed.detach()
             else:  # seed by seed: each backward adds the seed's gradient to its slice of the stacked .grad
                 for i in range(n):
-                    with autocast():
+                    with _autocast(device, amp):
                         loss = F.cross_entropy(step_forward({k: v[i] for k, v in params.items()}, xb[i]), yb[i])
                     loss.backward()
                     losses[step - 1, i] = loss.detach()
