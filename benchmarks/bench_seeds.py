@@ -20,6 +20,7 @@ from firstlayer.train import (
     PRECISIONS,
     TrainResult,
     TrainSettings,
+    describe_precision,
     init_model,
     log_schedule,
     resolve_precision,
@@ -94,7 +95,7 @@ def main() -> None:
         )
         print(f"{arch:9s} {images / t_alone:17,.0f} {images / t_together:18,.0f} {ratio:6.2f}x {diff:13.1e}  "
               f"{'ok' if ratio >= TARGET else 'BELOW'}; accuracies identical: {same_acc}; "
-              f"{'float32' if amp is None else 'bfloat16 above the first layer'}")  # fmt: skip
+              f"{describe_precision(amp)}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from firstlayer.train import TrainSettings, init_model, precision_name, resolve_precision, train
+from firstlayer.train import TrainSettings, describe_precision, init_model, resolve_precision, train
 
 #: The default shapes of the config's architectures (kernel 3, 10 classes, 32x32x3 images), SGD momentum 0.9.
 MODELS = {
@@ -133,11 +133,7 @@ def main() -> None:
     data = stand_in_data(args.images)
     print(f"{args.images} stand-in 32x32x3 uint8 images, 10 classes, {args.steps} steps, {args.threads} threads, "
           f"best of {args.repeats}")  # fmt: skip
-    auto = {
-        arch: "float32 throughout" if amp is None else f"{precision_name(amp)} above a float32 first layer"
-        for arch in args.models
-        for amp in [resolve_precision("auto", torch.device("cpu"), arch)]
-    }
+    auto = {arch: describe_precision(resolve_precision("auto", torch.device("cpu"), arch)) for arch in args.models}
     print(f"{'model':9s} {'baseline img/s':>15s} {'train() float32':>16s} {'ratio':>6s} {'train() auto':>13s} "
           f"{'ratio':>6s}  target >= {TARGET}x")  # fmt: skip
     for arch in args.models:

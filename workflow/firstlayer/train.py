@@ -222,6 +222,11 @@ def _autocast(device: torch.device, amp: torch.dtype | None) -> torch.autocast:
     return torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None)
 
 
+def describe_precision(amp: torch.dtype | None) -> str:
+    """What a run computes in, in words, for its log."""
+    return "float32 throughout" if amp is None else f"{precision_name(amp)} above a float32 first layer"
+
+
 #: Flags that let CUDA substitute TF32 (10-bit mantissa) for float32: cuDNN convolutions and cuBLAS matmuls.
 _TF32_FLAGS = ((torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32"))
 
@@ -500,7 +505,7 @@ def train(
     model = model.to(device=device, memory_format=mem)
     model.train()
     conv = first_layer(model, arch)
-    log(f"precision: {precision_name(amp)} above a float32 first layer ({s.precision!r} on {device.type})")
+    log(f"precision: {describe_precision(amp)} ({s.precision!r} on {device.type})")
     if s.labels == "frozen":
         conv.requires_grad_(False)
     mean_t = torch.as_tensor(mean, dtype=torch.float32)
@@ -733,7 +738,7 @@ def train_seeds(
     stacked = _stacked_arch(arch, models[0])
     on_gpu_or_amp = device.type == "cuda" or amp is not None
     mem = torch.channels_last if on_gpu_or_amp and stacked.channels_last else torch.contiguous_format
-    log(f"precision: {precision_name(amp)} above a float32 first layer ({s.precision!r} on {device.type})")
+    log(f"precision: {describe_precision(amp)} ({s.precision!r} on {device.type})")
     mean_t = torch.as_tensor(mean, dtype=torch.float32)
     std_t = torch.as_tensor(std, dtype=torch.float32)
 
