@@ -240,13 +240,12 @@ def float32_first_layer(conv: nn.Module | None) -> Iterator[None]:
     the scope wraps the copy) and whatever instance forward it had before is put back on exit, as are the flags.
     With `conv` None only the TF32 flags are set."""
     saved_flags = [(owner, name, getattr(owner, name)) for owner, name in _TF32_FLAGS]
-    had_forward = conv is not None and "forward" in vars(conv)
-    previous = vars(conv).get("forward") if conv is not None else None
+    previous = vars(conv).get("forward") if conv is not None else None  # an instance forward set before
     try:
         for owner, name, _ in saved_flags:
             setattr(owner, name, False)
         if conv is not None:
-            inner = previous if had_forward else type(conv).forward.__get__(conv)
+            inner = previous if previous is not None else type(conv).forward.__get__(conv)
 
             def forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
                 with torch.autocast(x.device.type, enabled=False):
@@ -257,7 +256,7 @@ def float32_first_layer(conv: nn.Module | None) -> Iterator[None]:
     finally:
         try:
             if conv is not None:
-                if had_forward:
+                if previous is not None:
                     conv.forward = previous  # type: ignore[method-assign]
                 else:
                     vars(conv).pop("forward", None)
@@ -604,12 +603,16 @@ def _linear_stacked(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.T
     return logits + params["fc.bias"].unsqueeze(1)
 
 
+def _check_bias_free_linear(model: nn.Module) -> None:
+    if model.get_submodule(FIRST_LAYER["linear"]).bias is not None:
+        raise ValueError("the input-space linear forward assumes a first layer without bias")
+
+
 def _linear_input_space(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """LinearCNN's forward in input space (``_linear_stacked`` for one seed) on the module's own parameters: the
     same function and gradients, rounding aside, with a tenth of the operations of conv -> flatten -> linear on a
     batch of 64 32x32 images (the weights' transposed convolution does not grow with the batch)."""
-    if model.get_submodule(FIRST_LAYER["linear"]).bias is not None:
-        raise ValueError("the input-space linear forward assumes a first layer without bias")
+    _check_bias_free_linear(model)
     names = ("conv.weight", "fc.weight", "fc.bias")
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -634,8 +637,7 @@ class _StackedArch:
 def _stacked_arch(arch: str, model: nn.Module) -> _StackedArch:
     """The stacked forward of `arch`, a model of which is `model`."""
     if arch == "linear":
-        if model.get_submodule(FIRST_LAYER[arch]).bias is not None:
-            raise ValueError("the input-space linear forward assumes a first layer without bias")
+        _check_bias_free_linear(model)
         return _StackedArch(_linear_stacked)
     base = copy.deepcopy(model).to("meta")  # the module's forward, parameters passed by functional_call
 
