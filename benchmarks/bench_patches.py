@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from firstlayer.config import shard_bounds
 from firstlayer.datasets import EMBEDDED_PHOTOS, load_photo, rescale_photo
 from firstlayer.patches import (
     PatchMoments,
@@ -36,7 +37,6 @@ from firstlayer.patches import (
     patch_pca,
     raw_moments,
     raw_patch_moments,
-    shard_bounds,
     shard_moments_frame,
     unfold_patches,
 )

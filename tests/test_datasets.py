@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import firstlayer.datasets as D
+from firstlayer.config import config_images
 from firstlayer.datasets import DatasetError
 
 SMALL = {
@@ -55,7 +56,7 @@ def test_embedded_photos_load_offline():
         assert min(photo.shape[:2]) >= 256 and photo.std() > 10, name
 
 
-@pytest.mark.parametrize("labels", ["photo", "rotation"])
+@pytest.mark.parametrize("labels", ["photo", "rotation", "texture"])
 def test_embedded_deterministic(labels):
     a = D.make_embedded_dataset(labels=labels, **SMALL)
     b = D.make_embedded_dataset(labels=labels, **SMALL)
@@ -105,6 +106,62 @@ def test_embedded_rotation_labels():
         crop = crop_of(r.photo, 0.5, r.row, r.col, 16)
         rotated = np.rot90(crop, r.label, axes=(0, 1)).transpose(2, 0, 1)
         np.testing.assert_array_equal(ds.images[i], rotated)
+
+
+def test_embedded_texture_labels():
+    ds = D.make_embedded_dataset(labels="texture", **SMALL)
+    m = ds.manifest
+    assert ds.images.shape == (3 * 18, 3, 16, 16) and ds.class_names == ("chelsea", "coffee", "astronaut")
+    assert (m.class_name == m.photo).all() and (m.rotation == 0).all()
+    counts = m.groupby(["split", "label"]).size()
+    assert (counts.loc["train"] == 12).all() and (counts.loc["test"] == 6).all()
+    assert_split_disjoint(m, 16)
+    assert m.channels.nunique() >= 4  # random orders, not one fixed one
+    for i in range(len(m)):
+        r = m.iloc[i]
+        order = ["rgb".index(c) for c in r.channels]
+        assert sorted(order) == [0, 1, 2]
+        permuted = crop_of(r.photo, 0.5, r.row, r.col, 16)[..., order].astype(np.float64)
+        expected = np.clip(np.round(permuted - permuted.mean(axis=(0, 1)) + 128), 0, 255).transpose(2, 0, 1)
+        np.testing.assert_array_equal(ds.images[i], expected)
+    config = {"source": "embedded", "labels": "texture", "photos": SMALL["photos"], "train_per_class": 12,
+              "test_per_class": 6, "image_size": 16}  # fmt: skip
+    assert config_images(config) == (36, 18, 16)
+
+
+def test_neutral_colour_shifts_and_permutes():
+    crops = np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    crops[..., 0], crops[..., 1], crops[..., 2] = 10, 200, 255
+    crops[:, 0, 0, 0] = 26  # channel 0: mean 11, one pixel 16 above it
+    out, order = D.neutral_colour(crops, np.random.default_rng(0))
+    assert out.dtype == np.uint8 and out.shape == crops.shape and order.shape == (2, 3)
+    for i in range(2):
+        assert sorted(order[i]) == [0, 1, 2]
+        red = int(np.flatnonzero(order[i] == 0)[0])  # where channel 0 went
+        assert out[i, 0, 0, red] == 143 and (out[i, 1:, :, red] == 127).all()
+        others = [c for c in range(3) if c != red]
+        assert (out[i][..., others] == 128).all()
+
+
+def test_texture_labels_carry_no_class_mean_signal():
+    from firstlayer.analysis import label_information
+    from firstlayer.patches import patch_moments, patch_pca
+
+    def class_means_and_share(labels: str) -> tuple[np.ndarray, float]:
+        ds = D.make_embedded_dataset(labels=labels, **{**SMALL, "train_per_class": 48, "image_size": 32})
+        x, y = ds.split("train")
+        means = np.stack([x[y == c].mean(axis=(0, 2, 3)) for c in range(ds.num_classes)])  # (classes, 3)
+        mean, std = D.channel_stats(x)
+        lam, basis = patch_pca(patch_moments(x, mean, std, 3).covariance())
+        info = label_information(x, y, 3, mean, std, lam, basis)
+        return means, float(info.between_class_variance.sum() / info.eigenvalue.sum())
+
+    texture_means, texture_share = class_means_and_share("texture")
+    photo_means, photo_share = class_means_and_share("photo")
+    # every class's mean pixel is 128 in every channel, up to the pixels clipped at 0 or 255
+    assert np.abs(texture_means - 128).max() < 1.5
+    assert np.ptp(photo_means, axis=0).max() > 20  # the same crops as labelled by photo: the signal removed
+    assert texture_share < 0.02 < photo_share
 
 
 def test_embedded_defaults():
@@ -318,8 +375,37 @@ def test_folder_train_val_layout(tmp_path):
     assert (red_blue[0, :, :6] > 200).all() and (red_blue[2, :, :6] < 60).all()
     assert (red_blue[2, :, 10:] > 200).all() and (red_blue[0, :, 10:] < 60).all()
     assert (m.orig_height.iloc[3], m.orig_width.iloc[3]) == (40, 60)
+    assert m.orig_mode.tolist() == ["RGB"] * 11
+    assert m.attrs["skipped_files"] == {
+        "count": 2,
+        "by_kind": {".txt": 2},
+        "files": ["train/cat/notes.txt", "val/cat/notes.txt"],
+    }
     capped = D.load_image_folder(tmp_path, image_size=16, max_per_class=1)
     assert capped.manifest.groupby(["split", "label"]).size().tolist() == [1, 1, 1, 1]
+
+
+def test_image_extensions_follow_pillow():
+    readable = D.image_extensions()
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"} <= readable
+    assert not {".txt", ".csv", ".npy", ".h5", ".pdf", ".mpg", ""} & readable  # identify-only or write-only
+    assert all(ext == ext.lower() and ext.startswith(".") for ext in readable)
+
+
+def test_image_folder_notes():
+    manifest = pd.DataFrame({"orig_mode": ["RGB", "RGB"]})
+    assert D.image_folder_notes(manifest) == []  # nothing converted, nothing skipped: nothing to say
+    manifest.attrs["skipped_files"] = {"count": 0, "by_kind": {}, "files": []}
+    assert D.image_folder_notes(manifest) == []
+    assert D.image_folder_notes(pd.DataFrame({"label": [0]})) == []  # not an image folder
+    manifest = pd.DataFrame({"orig_mode": ["P", "RGB", "P", "I;16"]})
+    manifest.attrs["skipped_files"] = {"count": 7, "by_kind": {".txt": 6, "hidden file": 1}, "files": list("abcdefg")}
+    assert D.image_folder_notes(manifest) == [
+        "images by Pillow mode: 2 P, 1 I;16, 1 RGB; all converted to 8-bit RGB (16-bit grey keeps its high byte, "
+        "v >> 8; alpha and transparency are composited on black)",
+        "skipped 7 file(s) that are not images Pillow reads in a class folder (6 .txt, 1 hidden file): a, b, c, d, "
+        "e, ...; the manifest's metadata lists them (attrs['skipped_files'])",
+    ]
 
 
 def test_folder_resize_centre_crop_portrait(tmp_path):

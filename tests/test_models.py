@@ -1,4 +1,5 @@
-"""Unit tests for firstlayer.models: the networks, their output shapes and the first layer each one names."""
+"""Unit tests for firstlayer.models and firstlayer.networks: the registry, the networks, their output shapes and the
+first layer each one names."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from torch import nn
 
 from firstlayer.config import ConfigError, load_schema, validate_config
 from firstlayer.energy import energy_profile
-from firstlayer.models import ARCHITECTURES, DEFAULT_WIDTH, FIRST_LAYER, ShortcutA, build_model, first_layer
+from firstlayer.models import MODELS, build_model, first_layer, stackable_models
+from firstlayer.networks import ShortcutA
 from firstlayer.patches import normalise, patch_pca, raw_moments, unfold_patches
-from firstlayer.train import STACKABLE, init_model
+from firstlayer.train import init_model
 
 #: Kernel sizes each architecture is tested with: odd kernels for the CNNs, patch sizes for the ViT.
 KERNELS = {"linear": (3, 5), "small_cnn": (3, 5), "resnet18": (3, 5, 7), "resnet20": (3, 5), "vgg11_bn": (3, 5)}
 KERNELS["vit_tiny"] = (2, 4, 8)
-CASES = [(a, k) for a in ARCHITECTURES for k in KERNELS[a]]
+CASES = [(a, k) for a in MODELS for k in KERNELS[a]]
 #: The default kernel size of each architecture (the schema's default).
-DEFAULT_K = {a: 4 if a == "vit_tiny" else 3 for a in ARCHITECTURES}
+DEFAULT_K = {a: 4 if a == "vit_tiny" else 3 for a in MODELS}
 
 
 @pytest.fixture(scope="module")
@@ -26,68 +28,77 @@ def x() -> torch.Tensor:
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-def test_architectures_first_layer_table_and_schema_agree():
-    assert set(ARCHITECTURES) == set(FIRST_LAYER) == set(DEFAULT_WIDTH)
-    assert {"linear", "small_cnn", "resnet18", "resnet20", "vgg11_bn", "vit_tiny"} <= set(ARCHITECTURES)
+def test_the_tables_derived_from_the_registry_agree():
+    assert {"linear", "small_cnn", "resnet18", "resnet20", "vgg11_bn", "vit_tiny"} <= set(MODELS)
+    assert stackable_models() == ["linear", "small_cnn"]
+    assert [m for m, spec in MODELS.items() if spec.linear] == ["linear"]
     schema = load_schema()["$defs"]["architecture"]["properties"]["model"]
-    assert schema["enum"] == list(ARCHITECTURES)
+    assert schema["enum"] == list(MODELS)
 
 
-@pytest.mark.parametrize(("arch", "k"), CASES)
-def test_output_shape_and_first_layer(arch, k, x):
+def test_parsing_the_registry_imports_no_torch():
+    """The workflow reads the registry while it is parsed: a dry run must not pay for importing torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, firstlayer.models, firstlayer.config, firstlayer.resources; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("model", "k"), CASES)
+def test_output_shape_and_first_layer(model, k, x):
     torch.manual_seed(0)
-    model = build_model(arch, num_classes=7, kernel_size=k, image_size=32).eval()
+    net = build_model(model, num_classes=7, kernel_size=k, image_size=32).eval()
     with torch.no_grad():
-        y = model(x)
+        y = net(x)
     assert y.shape == (2, 7)
     assert torch.isfinite(y).all()
-    conv = first_layer(model, arch)
-    assert conv is model.get_submodule(FIRST_LAYER[arch])
+    conv = first_layer(net, model)
+    assert conv is net.get_submodule(MODELS[model].first_layer)
     assert isinstance(conv, nn.Conv2d)
-    assert conv.weight.shape == (DEFAULT_WIDTH[arch], 3, k, k)
+    assert conv.weight.shape == (MODELS[model].default_width, 3, k, k)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("model", list(MODELS))
 @pytest.mark.parametrize("classes", [10, 100])
-def test_output_shape_for_cifar_class_counts(arch, classes, x):
+def test_output_shape_for_cifar_class_counts(model, classes, x):
     torch.manual_seed(0)
-    model = build_model(arch, num_classes=classes, kernel_size=DEFAULT_K[arch]).eval()
+    net = build_model(model, num_classes=classes, kernel_size=DEFAULT_K[model]).eval()
     with torch.no_grad():
-        assert model(x).shape == (2, classes)
+        assert net(x).shape == (2, classes)
 
 
-@pytest.mark.parametrize(
-    ("arch", "k"), [(a, DEFAULT_K[a]) for a in ARCHITECTURES] + [("small_cnn", 5), ("vit_tiny", 8)]
-)
-def test_first_layer_is_the_module_that_sees_the_image(arch, k):
+@pytest.mark.parametrize(("model", "k"), [(a, DEFAULT_K[a]) for a in MODELS] + [("small_cnn", 5), ("vit_tiny", 8)])
+def test_first_layer_is_the_module_that_sees_the_image(model, k):
     """The first module called in a forward pass is the named first layer, it is a Conv2d, and its input is the
     image tensor itself (no module transforms the image before it)."""
     torch.manual_seed(0)
     x = torch.randn(1, 3, 32, 32)
-    model = build_model(arch, num_classes=4, kernel_size=k, image_size=32).eval()
+    net = build_model(model, num_classes=4, kernel_size=k, image_size=32).eval()
     calls: list[tuple[nn.Module, torch.Tensor]] = []
-    leaves = [m for m in model.modules() if not list(m.children())]
+    leaves = [m for m in net.modules() if not list(m.children())]
     hooks = [m.register_forward_pre_hook(lambda m, inp: calls.append((m, inp[0]))) for m in leaves]
     with torch.no_grad():
-        model(x)
+        net(x)
     for h in hooks:
         h.remove()
     first, inp = calls[0]
-    assert first is first_layer(model, arch)
+    assert first is first_layer(net, model)
     assert inp is x
     convs = [m for m, _ in calls if isinstance(m, nn.Conv2d)]
     assert convs[0] is first and sum(m is first for m, _ in calls) == 1
 
 
 def test_first_layer_rejects_a_module_that_is_not_a_3_channel_conv():
-    model = build_model("resnet20", num_classes=3)
-    model.conv1 = nn.Conv2d(1, 16, 3)
+    net = build_model("resnet20", num_classes=3)
+    net.conv1 = nn.Conv2d(1, 16, 3)
     with pytest.raises(TypeError, match="resnet20: conv1 is not a 3-channel Conv2d"):
-        first_layer(model, "resnet20")
+        first_layer(net, "resnet20")
 
 
 @pytest.mark.parametrize(
-    ("arch", "expected"),
+    ("model", "expected"),
     [
         ("resnet20", 269_722),  # He et al. 2016, Table 6: 0.27 M
         ("vgg11_bn", 9_225_984 + 512 * 10 + 10),  # torchvision's vgg11_bn features (132,868,840 - classifier) + head
@@ -95,14 +106,14 @@ def test_first_layer_rejects_a_module_that_is_not_a_3_channel_conv():
         ("vit_tiny", (48 * 192 + 192) + 192 + 65 * 192 + 4 * (12 * 192**2 + 13 * 192) + 2 * 192 + 192 * 10 + 10),
     ],
 )
-def test_parameter_counts(arch, expected):
-    model = build_model(arch, num_classes=10, kernel_size=DEFAULT_K[arch])
-    assert sum(p.numel() for p in model.parameters()) == expected
+def test_parameter_counts(model, expected):
+    net = build_model(model, num_classes=10, kernel_size=DEFAULT_K[model])
+    assert sum(p.numel() for p in net.parameters()) == expected
 
 
 def test_resnet20_layout_and_option_a_shortcuts(x):
-    model = build_model("resnet20", num_classes=10)
-    stages = [model.layer1, model.layer2, model.layer3]
+    net = build_model("resnet20", num_classes=10)
+    stages = [net.layer1, net.layer2, net.layer3]
     assert [len(s) for s in stages] == [3, 3, 3]
     assert [s[0].conv2.out_channels for s in stages] == [16, 32, 64]
     shortcuts = [b.downsample for s in stages for b in s if b.downsample is not None]
@@ -135,8 +146,8 @@ def test_vgg11_bn_width_scales_every_channel_count(x):
 
 
 def test_vit_tiny_patch_embedding_is_a_strided_conv_on_patches():
-    model = build_model("vit_tiny", num_classes=10, kernel_size=4, width=48)
-    conv = first_layer(model, "vit_tiny")
+    net = build_model("vit_tiny", num_classes=10, kernel_size=4, width=48)
+    conv = first_layer(net, "vit_tiny")
     assert conv.kernel_size == conv.stride == (4, 4) and conv.out_channels == 48
     x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
     w = conv.weight.double()
@@ -150,62 +161,62 @@ def test_vit_tiny_patch_embedding_is_a_strided_conv_on_patches():
 
 
 def test_linear_model_image_size_and_stride():
-    model = build_model("linear", num_classes=2, kernel_size=5, width=4, image_size=16)
-    conv = first_layer(model, "linear")
+    net = build_model("linear", num_classes=2, kernel_size=5, width=4, image_size=16)
+    conv = first_layer(net, "linear")
     assert conv.stride == (1, 1) and conv.padding == (0, 0) and conv.bias is None
     with torch.no_grad():
-        assert model(torch.randn(3, 3, 16, 16)).shape == (3, 2)
+        assert net(torch.randn(3, 3, 16, 16)).shape == (3, 2)
 
 
-@pytest.mark.parametrize("arch", ["linear", "small_cnn"])
-def test_width_sets_the_number_of_filters(arch, x):
-    model = build_model(arch, num_classes=3, kernel_size=5, width=8)
-    assert first_layer(model, arch).weight.shape == (8, 3, 5, 5)
+@pytest.mark.parametrize("model", ["linear", "small_cnn"])
+def test_width_sets_the_number_of_filters(model, x):
+    net = build_model(model, num_classes=3, kernel_size=5, width=8)
+    assert first_layer(net, model).weight.shape == (8, 3, 5, 5)
     with torch.no_grad():
-        assert model(x).shape == (2, 3)
+        assert net(x).shape == (2, 3)
 
 
 def test_linear_model_is_affine():
     torch.manual_seed(1)
-    model = build_model("linear", num_classes=5, kernel_size=3, width=4, image_size=8).double()
+    net = build_model("linear", num_classes=5, kernel_size=3, width=4, image_size=8).double()
     g = torch.Generator().manual_seed(1)
     a, b = (
         torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64),
         torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64),
     )
     with torch.no_grad():
-        f0 = model(torch.zeros_like(a))
-        lhs = model(2.0 * a - 3.0 * b) - f0
-        rhs = 2.0 * (model(a) - f0) - 3.0 * (model(b) - f0)
+        f0 = net(torch.zeros_like(a))
+        lhs = net(2.0 * a - 3.0 * b) - f0
+        rhs = 2.0 * (net(a) - f0) - 3.0 * (net(b) - f0)
     torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)
 
 
 def test_small_cnn_is_not_linear():
     torch.manual_seed(2)
-    model = build_model("small_cnn", num_classes=5, kernel_size=3, width=4).double().eval()
+    net = build_model("small_cnn", num_classes=5, kernel_size=3, width=4).double().eval()
     a = torch.randn(1, 3, 16, 16, dtype=torch.float64)
     with torch.no_grad():
-        assert not torch.allclose(model(-a) - model(0 * a), -(model(a) - model(0 * a)))
+        assert not torch.allclose(net(-a) - net(0 * a), -(net(a) - net(0 * a)))
 
 
 @pytest.mark.parametrize("k", [3, 5, 7])
 def test_resnet18_stem_is_cifar_style(k, x):
     torch.manual_seed(0)
-    model = build_model("resnet18", num_classes=10, kernel_size=k)
-    conv = first_layer(model, "resnet18")
+    net = build_model("resnet18", num_classes=10, kernel_size=k)
+    conv = first_layer(net, "resnet18")
     assert conv.stride == (1, 1) and conv.padding == (k // 2, k // 2) and conv.bias is None
-    assert isinstance(model.maxpool, nn.Identity)
+    assert isinstance(net.maxpool, nn.Identity)
     with torch.no_grad():
-        stem = model.relu(model.bn1(conv(x)))
-        assert model.maxpool(stem).shape == (2, 64, 32, 32)
+        stem = net.relu(net.bn1(conv(x)))
+        assert net.maxpool(stem).shape == (2, 64, 32, 32)
     # the stem is initialised, not left at nn.Conv2d's default (kaiming fan_out, like torchvision's convs)
     std = conv.weight.std().item()
     expected = (2.0 / (64 * k * k)) ** 0.5
     assert 0.8 * expected < std < 1.2 * expected
 
 
-@pytest.mark.parametrize(("arch", "k", "components"), [("resnet18", 5, 75), ("resnet18", 7, 147), ("vit_tiny", 4, 48)])
-def test_energy_profile_of_a_large_or_even_first_kernel(arch, k, components):
+@pytest.mark.parametrize(("model", "k", "components"), [("resnet18", 5, 75), ("resnet18", 7, 147), ("vit_tiny", 4, 48)])
+def test_energy_profile_of_a_large_or_even_first_kernel(model, k, components):
     """The patch statistics and the profile work at the first layer's kernel size: 5x5x3 = 75, 7x7x3 = 147
     components, and the ViT's even 4x4 patches (exact moments checked against float64 unfolded patches)."""
     images = np.random.default_rng(k).integers(0, 256, size=(6, 3, 12, 12), dtype=np.uint8)
@@ -215,20 +226,20 @@ def test_energy_profile_of_a_large_or_even_first_kernel(arch, k, components):
     np.testing.assert_allclose(raw.covariance(), np.cov(patches.T, bias=True), rtol=1e-10, atol=1e-8)
     x = normalise(torch.from_numpy(images), torch.full((3,), 0.5), torch.full((3,), 0.25), torch.float64)
     _, basis = patch_pca(np.cov(unfold_patches(x, k).numpy().T, bias=True))
-    weight = first_layer(build_model(arch, num_classes=10, kernel_size=k), arch).weight.detach()
+    weight = first_layer(build_model(model, num_classes=10, kernel_size=k), model).weight.detach()
     energy = energy_profile(weight.flatten(1).numpy(), basis)
     assert energy.shape == (components,) and np.all(energy > 0)
     # an orthonormal basis keeps the filters' total energy
     np.testing.assert_allclose((energy**2).sum(), (weight.double().flatten(1) ** 2).sum(1).mean().item(), rtol=1e-10)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_init_is_seed_deterministic(arch):
-    kw = {"num_classes": 10, "kernel_size": DEFAULT_K[arch], "width": None, "image_size": 32}
-    a, b, c = (init_model(arch, seed=s, **kw) for s in (5, 5, 6))
+@pytest.mark.parametrize("model", list(MODELS))
+def test_init_is_seed_deterministic(model):
+    kw = {"num_classes": 10, "kernel_size": DEFAULT_K[model], "width": None, "image_size": 32}
+    a, b, c = (init_model(model, seed=s, **kw) for s in (5, 5, 6))
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[key], sb[key]) for key in sa)
-    wa, wc = first_layer(a, arch).weight, first_layer(c, arch).weight
+    wa, wc = first_layer(a, model).weight, first_layer(c, model).weight
     assert not torch.equal(wa, wc)
 
 
@@ -243,17 +254,19 @@ def test_init_follows_global_seed():
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
 
 
-def test_models_with_batchnorm_are_not_stackable():
-    for arch in ARCHITECTURES:
-        model = build_model(arch, num_classes=3, kernel_size=DEFAULT_K[arch])
-        if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-            assert arch not in STACKABLE
+@pytest.mark.parametrize("model", list(MODELS))
+def test_registry_batch_norm_matches_the_network_and_forbids_stacking(model):
+    net = build_model(model, num_classes=3, kernel_size=DEFAULT_K[model])
+    has_buffers = next(net.buffers(), None) is not None  # BatchNorm's running statistics
+    assert MODELS[model].batch_norm == any(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == has_buffers
+    if MODELS[model].stackable:
+        assert not has_buffers
 
 
 def test_unknown_architecture_raises_and_lists_allowed():
     with pytest.raises(ValueError, match="vgg11") as err:
         build_model("vgg11", num_classes=10)
-    for name in ARCHITECTURES:
+    for name in MODELS:
         assert name in str(err.value)
 
 
@@ -268,10 +281,10 @@ def config_with(**arch) -> dict:
     }
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_config_default_kernel_size(arch):
-    config = validate_config(config_with(model=arch))
-    assert config["architectures"]["net"]["kernel_size"] == DEFAULT_K[arch]
+@pytest.mark.parametrize("model", list(MODELS))
+def test_config_default_kernel_size(model):
+    config = validate_config(config_with(model=model))
+    assert config["architectures"]["net"]["kernel_size"] == DEFAULT_K[model]
 
 
 def test_config_even_kernel_sizes_only_for_the_vit():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -52,3 +53,29 @@ def test_every_rule_uses_an_env_file_that_exists() -> None:
         for line in smk.read_text().splitlines():
             if line.strip().startswith('"../../envs/'):
                 assert (smk.parent / line.strip().strip('"')).resolve().exists(), line
+
+
+def test_an_installed_package_validates_configs_alone(tmp_path: Path) -> None:
+    """A wheel (not an editable install) carries the config schema: load_schema and validate_config work from an
+    install outside the repository."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    wheel = tmp_path / "wheel"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(wheel)]
+    subprocess.run(build, check=True, capture_output=True, timeout=300)
+    [path] = wheel.glob("firstlayer-*.whl")
+    assert "firstlayer/config.schema.yaml" in zipfile.ZipFile(path).namelist()
+    target = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(path)], check=True, timeout=300)
+    code = (
+        "import sys, yaml; from firstlayer.config import validate_config; import firstlayer; "
+        f"validate_config(yaml.safe_load(open({str(REPO / 'config.yaml')!r}))); print(firstlayer.__file__)"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(target / "firstlayer" / "__init__.py")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from firstlayer.config import shard_bounds
 from firstlayer.datasets import channel_stats
 from firstlayer.energy import pca_basis
 from firstlayer.patches import (
@@ -21,7 +22,6 @@ from firstlayer.patches import (
     patch_pca,
     pca_frame,
     raw_patch_moments,
-    shard_bounds,
     shard_moments_frame,
     unfold_patches,
 )

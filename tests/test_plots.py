@@ -1,9 +1,14 @@
-"""Figures and report pages on small synthetic tables: panels per condition, labelled axes, legends in words, any grid
-(one or several datasets/architectures, 27 or 147 components, with or without frozen runs)."""
+"""Figures on small synthetic tables: panels per condition, labelled axes, legends in words, any grid (one or several
+datasets/architectures, 27 or 147 components, with or without frozen runs); and the workflow's table of figures
+(workflow/rules/figures.smk) with its one plot script."""
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -14,6 +19,8 @@ from firstlayer import plots
 from firstlayer.analysis import RUN_KEYS
 from firstlayer.theory import formula_profile
 
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "tests" / "configs" / "smoke.yaml"
 STEPS = (0, 3, 10, 30, 100)
 
 
@@ -230,6 +237,20 @@ def test_filters_show_init_trained_and_basis_per_run() -> None:
         plots.plot_filters(synthetic_snapshots(runs[1:]), synthetic_pca("rotations", 3))
 
 
+def test_filters_show_the_first_seed_at_init_and_last_step() -> None:
+    """A whole training job (seeds 0 to 2, every snapshot) gives one row: seed 0, step 0 and its last step."""
+    runs = [("photos", "linear", "true", 3, s) for s in (2, 0, 1)]
+    snapshots = synthetic_snapshots(runs, filters=8)
+    middle = snapshots[snapshots.step == 100].assign(step=30)
+    snapshots = pd.concat([snapshots, middle], ignore_index=True)
+    drawn = plots.first_seed_ends(snapshots)
+    assert set(drawn["seed"]) == {0} and set(drawn["step"]) == {0, 100}
+    assert len(drawn) == 2 * 8 * 27
+    fig = plots.plot_filters(snapshots, synthetic_pca("photos", 3))
+    axes = all_axes(fig)
+    assert len(axes) == 4 and "seed 0" in axes[0].get_ylabel() and "step 100" in axes[1].get_title()
+
+
 def test_evolution_heatmap_and_tau_per_family() -> None:
     energy = synthetic_energy(run_grid(TWO_DATASETS))
     fig = plots.plot_evolution(energy, synthetic_fits(energy))
@@ -246,6 +267,26 @@ def test_evolution_heatmap_and_tau_per_family() -> None:
     steps = sorted(energy.loc[energy.step > 0, "step"].unique())
     mesh = heats[0].collections[0]
     assert mesh.get_array().shape == (27, len(steps))
+
+
+def test_matched_tau_panel_per_relation_with_matched_pairs_ringed() -> None:
+    from firstlayer.analysis import final_profiles, matched_tau, pairwise_consistency, snapshot_profiles, tau_distance
+
+    energy = synthetic_energy(run_grid(TWO_DATASETS))
+    pairs = pairwise_consistency(final_profiles(energy))
+    distances = tau_distance(pairs, snapshot_profiles(energy, synthetic_fits(energy)))
+    matched = matched_tau(pairs, distances)
+    fig = plots.plot_matched_tau(distances, matched)
+    axes = data_axes(fig)
+    assert [ax.get_title().split("\n")[0] for ax in axes] == ["seed vs seed", "dataset vs dataset",
+                                                              "true vs random labels"]  # fmt: skip
+    assert_labelled(fig)
+    assert "matched snapshots of a pair of runs" in legend_texts(fig)
+    seeds = matched[matched.relation == "seed"]
+    rings = axes[0].collections[1].get_offsets()
+    assert len(rings) == seeds["matched"].sum() == len(seeds)  # equal tau at every step: every pair matched
+    fig = plots.plot_matched_tau(distances.iloc[0:0], matched.iloc[0:0])
+    assert "no pair" in fig.axes[0].texts[0].get_text()
 
 
 def synthetic_whitening(runs) -> pd.DataFrame:
@@ -269,6 +310,16 @@ def test_whitening_panel_per_dataset_stages_in_words() -> None:
     heights = sorted({round(p.get_height(), 3) for p in axes[0].patches if p.get_height() > 0})
     assert heights == [0.1, 0.12, 0.4]
     assert "frozen" in " ".join(t.get_text() for t in axes[1].get_xticklabels())
+
+
+def test_whitening_figure_is_the_same_for_the_same_table() -> None:
+    """The seeds' dots are jittered from a fixed seed, not NumPy's global generator: the same table, the same file."""
+    whitening = synthetic_whitening(run_grid(TWO_DATASETS, seeds=range(4)))
+    first = plots.render_figure(plots.plot_whitening(whitening), "svg")
+    assert plots.render_figure(plots.plot_whitening(whitening), "svg") == first
+    dots = [c for c in data_axes(plots.plot_whitening(whitening))[0].collections if len(c.get_offsets()) == 4]
+    spread = np.ptp(np.asarray(dots[0].get_offsets())[:, 0])
+    assert 0 < spread <= 2 * 0.08 / 3  # spread, but within its bar (three stages side by side)
 
 
 def synthetic_metrics(runs) -> pd.DataFrame:
@@ -339,21 +390,74 @@ def test_render_figure_png_and_stable_svg() -> None:
         plots.render_figure(fig, "pdf")
 
 
-def test_replication_page() -> None:
-    table = pd.DataFrame({
-        "claim": ["seeds agree", "frozen <ok>"], "paper": ["§3", "§3"], "condition": ["arch linear", "(none)"],
-        "measured": ["r = 0.99", "not run: no frozen runs"], "value": [0.99, np.nan], "criterion": [">= 0.9", "x"],
-        "holds": [True, None],
-    })  # fmt: skip
-    page = plots.replication_html(table)
-    assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page
-    assert "frozen &lt;ok&gt;" in page and '<td class="yes">yes</td>' in page and '<td class="not-run">' in page
-    assert "1 of 1 tested claims hold" in page
-    with pytest.raises(ValueError, match="holds"):
-        plots.replication_html(table.drop(columns="holds"))
+# ------------------------------------------------------------------------ the table of figures in the workflow
 
 
-def test_configuration_page() -> None:
-    page = plots.configuration_html({"datasets": {"photos": {"source": "embedded"}}}, {"c.yaml": "a: <1>"}, "abc123")
-    assert "photos:" in page and "source: embedded" in page and "abc123" in page
-    assert "c.yaml (as given)" in page and "a: &lt;1&gt;" in page
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The workflow parsed on the smoke configuration (no DAG, nothing run): its FIGURES, rules by name, the names
+    of its local rules and the default target's files."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        settings = ConfigSettings(configfiles=[SMOKE])
+        workdir = tmp_path_factory.mktemp("parsed")
+        # the public API prints rules but does not return them
+        workflow = api.workflow(ResourceSettings(), settings, snakefile=REPO / "Snakefile", workdir=workdir)._workflow
+        rules = {rule.name: rule for rule in workflow.rules}
+        return SimpleNamespace(
+            figures=workflow.globals["FIGURES"],
+            rules=rules,
+            local=set(workflow._localrules),  # is_local() holds for every rule without an executor
+            targets=workflow.globals["all_outputs"](None),
+        )
+
+
+def test_every_figure_has_its_tables_plot_function_and_caption(parsed) -> None:
+    figures = parsed.figures
+    assert set(figures) == {"profiles", "fit_overlay", "consistency", "filters", "evolution", "whitening", "accuracy",
+                            "linear_check", "matched_tau"}  # fmt: skip
+    for figure, spec in figures.items():
+        rule = parsed.rules[f"plot_{figure}"]
+        assert rule.name in parsed.local and rule.script == "../scripts/plot.py"
+        plot = getattr(plots, rule.params.plot)
+        arguments = inspect.signature(plot).parameters
+        required = {name for name, a in arguments.items() if a.default is a.empty and a.kind is a.POSITIONAL_OR_KEYWORD}
+        assert set(rule.input.keys()) == required, f"{figure}: its tables are not the arguments of {plot.__name__}"
+        assert set(rule.params.options) <= set(arguments)
+        assert all(str(path).endswith(".parquet") for path in rule.input), figure
+        outputs = [str(path) for path in rule.output]
+        assert outputs == [f"results/figures/{figure}.png", f"results/figures/{figure}.svg"]
+        assert set(outputs) <= set(parsed.targets), f"{figure} is not in rule all"
+        for path in rule.output:
+            shown = path.flags["report"]
+            assert Path(shown.caption).is_file() and Path(shown.caption).stem == figure
+            assert (shown.category, shown.subcategory, shown.labels["figure"]) == spec["in_report"]
+            assert shown.labels["format"] == Path(str(path)).suffix[1:].upper()
+    assert len([name for name in parsed.rules if name.startswith("plot_")]) == len(figures)
+
+
+def test_the_plot_script_draws_a_figure_from_its_named_tables(tmp_path: Path) -> None:
+    """workflow/scripts/plot.py with a stand-in `snakemake`: an input is one table or a list of them (concatenated),
+    passed to the plot function by name with the options; it writes the PNG and the SVG."""
+    energy = synthetic_energy(run_grid([("d", "linear", "true", 3)]))
+    fits = synthetic_fits(energy)
+    energy.to_parquet(tmp_path / "energy.parquet")
+    halves = [fits.iloc[: len(fits) // 2], fits.iloc[len(fits) // 2 :]]
+    for i, half in enumerate(halves):
+        half.to_parquet(tmp_path / f"fits{i}.parquet")
+    snakemake = SimpleNamespace(
+        input={
+            "energy": str(tmp_path / "energy.parquet"),
+            "fits": [str(tmp_path / f"fits{i}.parquet") for i in (0, 1)],
+        },
+        output=[str(tmp_path / "fit_overlay.png"), str(tmp_path / "fit_overlay.svg")],
+        log=[str(tmp_path / "plot.log")],
+        params=SimpleNamespace(plot="plot_fit_overlay", options={"kind": "W"}),
+    )
+    runpy.run_path(str(REPO / "workflow" / "scripts" / "plot.py"), init_globals={"snakemake": snakemake})
+    assert (tmp_path / "fit_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (tmp_path / "fit_overlay.svg").read_text()
+    assert "trained weights" in svg and "τ = 50" in svg and "init-aware r = 0.970" in svg  # kind W; both files

@@ -27,10 +27,10 @@ def tables(corr_seed: float = 0.95, frozen_gap: float = -0.02, labels_corr: floa
             for step, tau, corr in ((10, 1.0, 0.97), (100, 5.0, 0.96), (1000, 20.0, 0.9)):
                 fits.append({"formula": formula, "kind": "W-W0", "model": "linear", "arch": "linear",
                              "dataset": "rot", "labels": "true", "seed": seed, "step": step, "tau": tau,
-                             "correlation": corr + bump})  # fmt: skip
+                             "correlation": corr + bump, "at_bound": False})  # fmt: skip
             fits.append({"formula": formula, "kind": "W-W0", "model": "small_cnn", "arch": "small_cnn",
                          "dataset": "rot", "labels": "true", "seed": seed, "step": 300, "tau": 3.0,
-                         "correlation": 0.93 + bump})  # fmt: skip
+                         "correlation": 0.93 + bump, "at_bound": False})  # fmt: skip
     whitening = pd.DataFrame([{"dataset": "rot", "arch": "linear", "labels": "true", "n_seeds": 2, "data": 0.3,
                                "init": 0.3, "trained": 0.6, "fraction_flatter_than_init": 1.0}])  # fmt: skip
     frozen = pd.DataFrame([{"dataset": "rot", "arch": "small_cnn", "test_accuracy_trained": 0.8,
@@ -39,8 +39,17 @@ def tables(corr_seed: float = 0.95, frozen_gap: float = -0.02, labels_corr: floa
                            "correlation_formula": 0.995} for s in (1, 10)])  # fmt: skip
     label = pd.DataFrame([{"dataset": "rot", "kernel_size": 3, "between_class_share": 0.001, "max_ratio": 0.01,
                            "max_ratio_component": 2}])  # fmt: skip
+    matched_summary = pd.DataFrame([
+        {"kind": "W-W0", "relation": "seed", "arch": "linear", "n_pairs": 2, "n": 2, "mean": 0.97, "ci_low": 0.96,
+         "ci_high": 0.98, "median_log_tau_distance": 0.1},
+        {"kind": "W-W0", "relation": "architecture", "arch": "(mixed)", "n_pairs": 4, "n": 3, "mean": 0.93,
+         "ci_low": 0.9, "ci_high": 0.95, "median_log_tau_distance": 0.2},
+    ])  # fmt: skip
+    matched = pd.DataFrame([{"kind": "W-W0", "relation": "labels", "dataset_a": "rot", "arch_a": "linear",
+                             "correlation": 0.92, "correlation_final": labels_corr, "log_tau_distance": 0.3,
+                             "matched": True}])  # fmt: skip
     return {"summary": summary, "pairs": pairs, "fits": pd.DataFrame(fits), "whitening": whitening, "frozen": frozen,
-            "check": check, "label_info": label}  # fmt: skip
+            "check": check, "label_info": label, "matched_summary": matched_summary, "matched": matched}  # fmt: skip
 
 
 def test_every_claim_row_is_filled_from_the_tables():
@@ -97,3 +106,49 @@ def test_tau_that_falls_back_fails_the_claim():
     t["fits"] = fits.assign(tau=np.where(lin, 0.5, fits["tau"]))  # last snapshot below the first
     row = replication_table(**t).query("claim.str.contains('tau grows')").iloc[0]
     assert row["holds"] is False and "last > first in 0/2" in row["measured"]
+
+
+def test_matched_tau_rows_sit_beside_their_final_step_rows():
+    t = replication_table(**tables())
+    arch = t[t.condition.str.startswith("architecture vs architecture")]
+    assert list(arch.condition) == ["architecture vs architecture, arch (mixed)",
+                                    "architecture vs architecture, arch (mixed), at matched tau"]  # fmt: skip
+    assert list(arch.holds) == [False, True]  # final 0.85, matched 0.93
+    assert (
+        "3 of 4 pairs matched" in arch.iloc[1]["measured"] and "final step r = 0.850 (no)" in arch.iloc[1]["measured"]
+    )
+    labels = t[t.claim.str.contains("true vs random")]
+    assert list(labels.holds) == [False, True] and labels.iloc[1]["value"] == 0.92
+    dataset = t[t.claim.str.contains("datasets")]
+    assert len(dataset) == 2 and dataset.holds.isna().all()  # no dataset pair: both not run
+
+
+def tau_rows(t: dict) -> pd.DataFrame:
+    return replication_table(**t).query("claim.str.contains('tau grows')")
+
+
+def test_tau_growth_is_judged_off_the_grid_bound_and_the_earlier_criteria_are_shown():
+    t = tables()
+    fits = t["fits"]
+    # a first snapshot at the grid's upper end: tau there says nothing, and it falls back afterwards
+    early = pd.DataFrame([{**fits.iloc[0].to_dict(), "step": 1, "tau": 50.0, "at_bound": True, "seed": s,
+                           "formula": "one_parameter"} for s in (0, 1)])  # fmt: skip
+    t["fits"] = pd.concat([fits, early], ignore_index=True)
+    current, original, first = tau_rows(t).to_dict("records")
+    assert current["claim"] == "effective time tau grows with training" and current["holds"] is True
+    assert "6 of 8 snapshots off the bound" in current["measured"] and "last > first in 2/2" in current["measured"]
+    assert "original criterion, for the record" in original["claim"] and original["holds"] is False
+    assert "tau non-decreasing in 0/2 runs" in original["measured"]
+    assert "first changed criterion, for the record" in first["claim"] and first["holds"] is False
+    assert "last > first in 0/2" in first["measured"]
+
+
+def test_runs_with_too_few_snapshots_off_the_bound_are_not_judged():
+    t = tables()
+    fits = t["fits"]
+    t["fits"] = fits.assign(at_bound=(fits.model == "linear") & (fits.step == 10))  # 2 free snapshots per run
+    current = tau_rows(t).iloc[0]
+    assert current["holds"] is None and current["measured"].startswith("not run") and "(4 of 6)" in current["measured"]
+    t["fits"] = fits.assign(at_bound=(fits.model == "linear") & (fits.step == 10) & (fits.seed == 0))
+    current = tau_rows(t).iloc[0]
+    assert current["holds"] is True and "1 runs with fewer than 3 such snapshots not judged" in current["measured"]

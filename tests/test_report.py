@@ -1,5 +1,6 @@
-"""The HTML report: `snakemake --report` on a smoke run gives one self-contained file holding every figure, the
-replication table and the configuration, and it renders in headless Chromium without console errors."""
+"""The HTML report: its own pages (firstlayer.report) on small tables; and, end to end (marked e2e), `snakemake
+--report` on a smoke run gives one self-contained file holding every figure, the replication table and the
+configuration, and it renders in headless Chromium without console errors."""
 
 from __future__ import annotations
 
@@ -19,12 +20,45 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from firstlayer.report import configuration_html, holds_cell, replication_html
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tests" / "configs" / "smoke.yaml"
-FIGURES = ("profiles", "fit_overlay", "consistency", "filters", "evolution", "whitening", "accuracy", "linear_check")
+FIGURES = ("profiles", "fit_overlay", "consistency", "filters", "evolution", "whitening", "accuracy", "linear_check",
+           "matched_tau")  # fmt: skip
 CATEGORIES = ("1 Summary", "2 Training", "3 Energy profiles", "4 Formula fit", "5 Whitening", "6 Theory check")
 
-pytestmark = pytest.mark.e2e
+
+def test_replication_page() -> None:
+    table = pd.DataFrame({
+        "claim": ["seeds agree", "frozen <ok>", "labels matter"], "paper": ["§3", "§3", "§4"],
+        "condition": ["arch linear", "(none)", "arch linear"],
+        "measured": ["r = 0.99", "not run: no frozen runs", "r = 0.2"], "value": [0.99, np.nan, 0.2],
+        "criterion": [">= 0.9", "x", ">= 0.9"], "holds": [True, None, False],
+    })  # fmt: skip
+    page = replication_html(table)
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page
+    assert "frozen &lt;ok&gt;" in page and '<td class="yes">yes</td>' in page and '<td class="not-run">' in page
+    assert '<td class="no">no</td>' in page and page.count("<tr>") == len(table) + 1
+    assert "1 of 2 tested claims hold on this run (1 not run by this grid)" in page
+    with pytest.raises(ValueError, match=r"replication table lacks columns \['holds'\]"):
+        replication_html(table.drop(columns="holds"))
+
+
+def test_holds_cell_reads_missing_as_not_run() -> None:
+    assert [holds_cell(v) for v in (True, False, None, float("nan"), np.bool_(True))] == [
+        ("yes", "yes"), ("no", "no"), ("not run", "not-run"), ("not run", "not-run"), ("yes", "yes"),
+    ]  # fmt: skip
+
+
+def test_configuration_page() -> None:
+    page = configuration_html({"datasets": {"photos": {"source": "embedded"}}}, {"c.yaml": "a: <1>"}, "abc123")
+    assert page.startswith("<!DOCTYPE html>") and "<title>Configuration of this run</title>" in page
+    assert "photos:" in page and "source: embedded" in page and "abc123" in page
+    assert "c.yaml (as given)" in page and "a: &lt;1&gt;" in page
+
+
+# ------------------------------------------------------------------------ end to end: the report of the smoke run
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -57,6 +91,7 @@ def decoded(entry: dict) -> bytes:
     return base64.b64decode(data)
 
 
+@pytest.mark.e2e
 def test_report_holds_every_figure(smoke_report: Path) -> None:
     html = smoke_report.read_text()
     results = embedded(html, "results")
@@ -75,6 +110,7 @@ def test_report_holds_every_figure(smoke_report: Path) -> None:
     assert "What do CNNs learn in their first layer" in embedded(html, "workflow-desc")
 
 
+@pytest.mark.e2e
 def test_report_holds_the_replication_table_and_configuration(smoke_report: Path) -> None:
     results = embedded(smoke_report.read_text(), "results")
     page = decoded(results["results/report/replication.html"]).decode()
@@ -88,6 +124,7 @@ def test_report_holds_the_replication_table_and_configuration(smoke_report: Path
     assert "eval_batch_size" in config  # a default the smoke config does not set: the validated config is shown
 
 
+@pytest.mark.e2e
 def test_report_is_self_contained(smoke_report: Path) -> None:
     html = smoke_report.read_text()
     assert not re.search(r'<(script|img|link|iframe)[^>]+(src|href)="(https?:)?//', html)
@@ -235,6 +272,7 @@ def screenshot_spread(path: Path) -> tuple[int, float]:
     return len(np.unique(image.reshape(-1, 3), axis=0)), float(image.mean(axis=2).std())
 
 
+@pytest.mark.e2e
 @needs_chromium
 def test_console_errors_are_detected(browser: Browser, tmp_path: Path) -> None:
     """The check below can fail: a page with a script error and a console error is caught."""
@@ -248,6 +286,7 @@ def test_console_errors_are_detected(browser: Browser, tmp_path: Path) -> None:
     assert not any("'w'" in e or e.endswith(" w") for e in errors)  # warnings are not errors
 
 
+@pytest.mark.e2e
 @needs_chromium
 def test_report_renders_in_chromium(smoke_report: Path, browser: Browser, tmp_path: Path) -> None:
     browser.call("Page.navigate", url=smoke_report.as_uri(), session=True)

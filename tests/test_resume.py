@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from firstlayer.models import ARCHITECTURES
+from firstlayer.models import MODELS
 from firstlayer.train import (
     INTERRUPTED_EXIT_CODE,
     StopFlag,
@@ -49,7 +49,8 @@ TRAIN, TEST = data(0), data(1)
 def settings(**kw) -> TrainSettings:
     """16 images per step: an epoch is 4 steps, so a stop at step 6 is inside an epoch's permutation."""
     base = dict(steps=STEPS, lr=0.01, batch_size=16, weight_decay=1e-3, augment=True, train_eval_size=40,
-                snapshot_steps=log_schedule(STEPS, 4), eval_steps=(5, 10), eval_batch_size=32)  # fmt: skip
+                snapshot_steps=log_schedule(STEPS, 4), eval_steps=(5, 10), eval_batch_size=32, device="cpu",
+                precision="float32", log_every=STEPS // 10)  # fmt: skip
     return TrainSettings(**{**base, **kw})
 
 
@@ -101,7 +102,7 @@ def saved_step(path: Path) -> int:
      ("small_cnn", "sgd", 0.01, "frozen", "float32"), ("small_cnn", "adam", 0.003, "true", "float32"),
      ("small_cnn", "sgd", 0.01, "random", "bfloat16"),
      pytest.param("resnet20", "sgd", 0.01, "true", "float32", marks=pytest.mark.skipif(  # BatchNorm buffers
-         "resnet20" not in ARCHITECTURES, reason="no resnet20 in firstlayer.models"))],  # resnet18 is slow
+         "resnet20" not in MODELS, reason="no resnet20 in firstlayer.models"))],  # resnet18 is slow
 )  # fmt: skip
 def test_train_stopped_and_resumed_equals_uninterrupted(tmp_path, arch, optimizer, lr, labels, precision):
     s = settings(optimizer=optimizer, lr=lr, labels=labels, precision=precision)
@@ -208,7 +209,7 @@ def small_job():
     x = torch.randint(0, 256, (256, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
     y = (x.float().mean((1, 2, 3)) > 127.5).long()
     s = TrainSettings(steps=40, lr=0.003, batch_size=24, optimizer="adam", augment=True, snapshot_steps=(5, 10, 20),
-                      eval_steps=(10,))  # fmt: skip
+                      eval_steps=(10,), device="cpu", precision="float32", log_every=4)  # fmt: skip
     model = init_model("small_cnn", seed=0, **MODEL_KW)
     return model, (x, y), (x[:64], y[:64]), MEAN, STD, s
 

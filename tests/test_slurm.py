@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -74,9 +75,17 @@ def snakemake(workdir: Path, *args: str, configfile: Path = SMOKE) -> list[str]:
 def runs(slurm: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The smoke workflow on SLURM, and meanwhile the compared tables made by a local run."""
     local_dir, slurm_dir = tmp_path_factory.mktemp("local_run"), tmp_path_factory.mktemp("slurm_run")
-    plan = [dry_run(slurm_dir)]  # the patch shards are known once the datasets are prepared (a checkpoint)
+    # training.device auto: the training jobs ask for a GPU (a fake one: they train on the CPU, as the local run)
+    config = yaml.safe_load(SMOKE.read_text())
+    config["training"]["device"] = "auto"
+    auto = tmp_path_factory.mktemp("config") / "smoke_auto.yaml"
+    auto.write_text(yaml.safe_dump(config))
+    plan = [
+        dry_run(slurm_dir, configfile=auto)
+    ]  # the patch shards are known once the datasets are prepared (a checkpoint)
     with open(local_dir / "snakemake.out", "w") as local_log:
-        local = subprocess.Popen(snakemake(local_dir, "--cores", "1", *TABLES), stdout=local_log, stderr=local_log)
+        local = subprocess.Popen(snakemake(local_dir, "--cores", "1", *TABLES, configfile=auto), stdout=local_log,
+                                 stderr=local_log)  # fmt: skip
         try:
             start = time.monotonic()
             proc = subprocess.run(
@@ -88,6 +97,7 @@ def runs(slurm: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dic
                     "--default-resources", f"slurm_partition={PARTITION}",
                     "--slurm-init-seconds-before-status-checks", "5",
                     "--slurm-keep-successful-logs",
+                    configfile=auto,
                 ),
                 capture_output=True, text=True, timeout=1800, env=slurm,
             )  # fmt: skip
@@ -98,13 +108,14 @@ def runs(slurm: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dic
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     assert local.returncode == 0, (local_dir / "snakemake.out").read_text()[-6000:]
     print(f"\nSLURM run of the smoke configuration: {seconds:.0f} s")
-    plan.append(dry_run(slurm_dir, "--forcerun", "patch_shard"))
+    plan.append(dry_run(slurm_dir, "--forcerun", "patch_shard", configfile=auto))
     return {"local": local_dir, "slurm": slurm_dir, "output": proc.stdout + proc.stderr, "plan": "\n".join(plan)}
 
 
-def dry_run(workdir: Path, *args: str) -> str:
+def dry_run(workdir: Path, *args: str, configfile: Path = SMOKE) -> str:
     """What a dry run plans: its jobs as Snakemake announces them."""
-    proc = subprocess.run(snakemake(workdir, "--dry-run", *args), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(snakemake(workdir, "--dry-run", *args, configfile=configfile), capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout
 
@@ -136,12 +147,17 @@ def sacct(env: dict[str, str]) -> pd.DataFrame:
 
 
 def local_rules() -> set[str]:
-    """Rules the workflow's `localrules:` directives name, and the target rule `all`."""
-    names = {"all"}
-    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        for block in re.findall(r"^localrules:\n((?:[ \t]+\w+,?\n)+)", smk.read_text(), flags=re.M):
-            names.update(re.findall(r"\w+", block))
-    return names
+    """Rules the parsed workflow runs locally (`localrules:`, `localrule: True` of the generated figure rules, and
+    the target rule `all`)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    with tempfile.TemporaryDirectory() as tmp, SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        workflow = api.workflow(
+            ResourceSettings(), ConfigSettings(configfiles=[SMOKE]), snakefile=REPO / "Snakefile", workdir=Path(tmp)
+        )._workflow
+        return {rule.name for rule in workflow.rules if rule.name in workflow._localrules or rule.norun}
 
 
 @pytest.mark.slurm
@@ -212,7 +228,8 @@ def planned_resources(workdir: Path, configfile: Path) -> dict[tuple[str, str], 
 
 
 def test_resources_scale_with_the_job_and_the_config(tmp_path: Path) -> None:
-    """Runtime and memory follow each job and config["resources"]; only training asks for a GPU. Dry runs only."""
+    """Runtime and memory follow each job and config["resources"]; only training asks for a GPU, and only when it
+    will use one (not with training.device cpu, the smoke config's). Dry runs only."""
     config = yaml.safe_load(SMOKE.read_text())
     config["architectures"]["small_cnn"]["steps"] *= 1000
     longer = tmp_path / "longer.yaml"
@@ -220,10 +237,15 @@ def test_resources_scale_with_the_job_and_the_config(tmp_path: Path) -> None:
     config["resources"] = {"train": {"runtime_factor": 3, "mem_mb": 4321}, "prepare_dataset": {"mem_factor": 2}}
     scaled = tmp_path / "scaled.yaml"
     scaled.write_text(yaml.safe_dump(config))
-    plain, long, over = (planned_resources(tmp_path / name, path) for name, path in
-                         (("plain", SMOKE), ("longer", longer), ("scaled", scaled)))  # fmt: skip
+    config = yaml.safe_load(SMOKE.read_text())
+    config["training"]["device"] = "auto"
+    auto = tmp_path / "auto.yaml"
+    auto.write_text(yaml.safe_dump(config))
+    plain, long, over, gpu = (planned_resources(tmp_path / name, path) for name, path in
+                              (("plain", SMOKE), ("longer", longer), ("scaled", scaled), ("auto", auto)))  # fmt: skip
     train = [job for job in plain if job[0] == "train"]
-    assert len(train) == 7 and all(plain[job]["gpu"] == "1" and plain[job]["cpus_per_task"] == "2" for job in train)
+    assert len(train) == 7 and all(plain[job]["gpu"] == "0" and plain[job]["cpus_per_task"] == "2" for job in train)
+    assert all(gpu[job]["gpu"] == "1" for job in train)
     assert not any("gpu" in res for job, res in plain.items() if job[0] != "train")
     for job in train:
         runtime = int(long[job]["runtime"])

@@ -48,4 +48,4 @@ def test_every_rule_declares_the_house_fields() -> None:
                     continue  # reads the embedded photos or the configured root, not a workflow file
                 assert field in block, f"rule {name} in {path.name} lacks {field}"
             if name == "train":
-                assert "gpu=1" in block
+                assert "gpu=train_gpu" in block

@@ -163,8 +163,8 @@ def test_fit_constant_profile_has_zero_correlation_not_nan():
 
 
 def test_fit_recovers_tau_of_gradient_descent_on_least_squares():
-    """PAPER.md section 4's exact check: K linear filters regressed on independent random targets by full-batch
-    GD from zero; the bank's profile matches the formula with tau = eta * t."""
+    """docs/method.md, The exact linear check: K linear filters regressed on independent random targets by
+    full-batch GD from zero; the bank's profile matches the formula with tau = eta * t."""
     rng = np.random.default_rng(0)
     d, n, k, t = 12, 2000, 2000, 1000
     patches = rng.normal(size=(n, d)) * np.sqrt(power_law(d, 1.5))

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 import firstlayer.train
-from firstlayer.models import first_layer
+from firstlayer.config import load_schema
+from firstlayer.models import first_layer, stackable_models
 from firstlayer.patches import normalise
 from firstlayer.train import (
     CROP_PAD,
     PRECISIONS,
-    STACKABLE,
     TrainSettings,
     _Batches,
     _linear_stacked,
@@ -55,7 +55,8 @@ def linear_model(seed: int = 0, width: int = 4) -> torch.nn.Module:
 
 def settings(**kw) -> TrainSettings:
     base = dict(steps=20, lr=0.01, batch_size=16, momentum=0.9, seed=0, snapshot_steps=log_schedule(20, 4),
-                eval_steps=(5, 10), train_eval_size=10_000, eval_batch_size=10, device="cpu")  # fmt: skip
+                eval_steps=(5, 10), train_eval_size=10_000, eval_batch_size=10, device="cpu",
+                precision="float32")  # fmt: skip
     return TrainSettings(**{**base, **kw})
 
 
@@ -277,7 +278,7 @@ def assert_same_run(a, b) -> None:
     np.testing.assert_allclose(b.metrics.value[~accuracy_rows], a.metrics.value[~accuracy_rows], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("arch", STACKABLE)
+@pytest.mark.parametrize("arch", stackable_models())
 @pytest.mark.parametrize("labels", ["true", "random", "frozen"])
 @pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 0.01), ("adam", 0.003)])
 def test_train_seeds_equals_one_train_per_seed(arch, labels, optimizer, lr):
@@ -291,7 +292,7 @@ def test_train_seeds_equals_one_train_per_seed(arch, labels, optimizer, lr):
             assert all(torch.equal(w, b.snapshots[0]) for w in b.snapshots.values())
 
 
-@pytest.mark.parametrize("arch", STACKABLE)
+@pytest.mark.parametrize("arch", stackable_models())
 def test_train_seeds_with_augment_and_init_scale(arch):
     """Each seed's batches are augmented by its own generator, its first layer scaled at init, as ``train`` does."""
     alone, together = sequential_and_stacked(arch, [0, 3], init_scale=0.1, augment=True, optimizer="adam", lr=0.003)
@@ -302,7 +303,7 @@ def test_train_seeds_with_augment_and_init_scale(arch):
     assert not torch.equal(together[0].snapshots[20], plain[0].snapshots[20] * 0.1)
 
 
-@pytest.mark.parametrize("arch", STACKABLE)
+@pytest.mark.parametrize("arch", stackable_models())
 def test_train_seeds_with_one_seed(arch):
     alone, together = sequential_and_stacked(arch, [5])
     assert len(together) == 1
@@ -522,7 +523,18 @@ def test_resolve_precision(monkeypatch):
         assert resolve_precision("auto", cpu, "resnet20") == expected
     with pytest.raises(ValueError, match=r"'half'.*auto, float32, bfloat16"):
         resolve_precision("half", cpu, "small_cnn")
-    assert TrainSettings(steps=1, lr=0.1).precision == "float32"
+
+
+def test_train_settings_defaults_are_the_schemas():
+    """One home for each default: TrainSettings reads the config schema's."""
+    schema = load_schema()
+    arch, training = schema["$defs"]["architecture"]["properties"], schema["properties"]["training"]["properties"]
+    s = TrainSettings(steps=1, lr=0.1)
+    for name in ("batch_size", "optimizer", "momentum", "weight_decay", "augment"):
+        assert getattr(s, name) == arch[name]["default"], name
+    for name in ("train_eval_size", "eval_batch_size", "device", "compile", "precision", "log_every"):
+        assert getattr(s, name) == training[name]["default"], name
+    assert s.precision == "auto"
 
 
 @pytest.mark.parametrize("arch", ["small_cnn", "resnet20", "vgg11_bn", "vit_tiny"])
@@ -582,7 +594,7 @@ def test_bfloat16_training_is_reproducible_and_close_to_float32():
     assert float((change - ref_change).norm() / ref_change.norm()) < 0.05
 
 
-@pytest.mark.parametrize("arch", STACKABLE)
+@pytest.mark.parametrize("arch", stackable_models())
 def test_train_seeds_in_bfloat16_equals_one_train_per_seed(arch):
     alone, together = sequential_and_stacked(arch, [0, 3], precision="bfloat16", optimizer="adam", lr=0.003)
     for a, b in zip(alone, together, strict=True):

@@ -53,7 +53,8 @@ def test_every_output_is_made(smoke_run: Path) -> None:
     results = smoke_run / "results"
     for name in ("energy", "fits", "metrics", "consistency", "consistency_summary", "profile_contrast", "whitening",
                  "whitening_summary", "accuracy", "frozen_accuracy", "linear_check", "linear_check_summary",
-                 "label_information", "label_information_summary", "replication"):  # fmt: skip
+                 "label_information", "label_information_summary", "replication", "matched_tau",
+                 "matched_tau_summary", "tau_distance"):  # fmt: skip
         assert (results / "tables" / f"{name}.parquet").stat().st_size > 0
     for name in ("profiles", "fit_overlay", "consistency"):
         png = (results / "figures" / f"{name}.png").read_bytes()
@@ -149,8 +150,8 @@ def test_editing_one_architecture_reruns_only_its_jobs(smoke_run: Path, tmp_path
     )
     aggregate = {rule for rule, wc in jobs if not wc}
     # the tables and figures built from all runs re-run; nothing about the data, patches or theory does
-    assert {"collect_energy", "collect_metrics", "fit_formula", "consistency", "whitening", "accuracy", "replication",
-            "plot_profiles", "all"} <= aggregate  # fmt: skip
+    assert {"collect_energy", "collect_metrics", "fit_formula", "consistency", "matched_tau", "whitening", "accuracy",
+            "replication", "plot_profiles", "all"} <= aggregate  # fmt: skip
     assert not aggregate & {"prepare_dataset", "patch_shard", "patch_pca", "linear_check", "label_information",
                             "collect_theory"}  # fmt: skip
 

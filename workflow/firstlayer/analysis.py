@@ -1,5 +1,5 @@
-"""Analyses of the energy profiles (PAPER.md sections 3 and 5): pairwise consistency with bootstrap intervals,
-whitening (response flatness), label information, the frozen-first-layer accuracy control."""
+"""Analyses of the energy profiles: pairwise consistency with bootstrap intervals, whitening (response flatness),
+label information, the frozen-first-layer accuracy control (docs/method.md: Whitening, Label information)."""
 
 from __future__ import annotations
 
@@ -121,6 +121,95 @@ def consistency_summary(
     return pd.DataFrame(rows)
 
 
+# ------------------------------------------------------------------------ matched effective time
+# (docs/method.md, Matched effective time)
+
+#: Two snapshots are at matched effective time when their fitted tau are within this distance in ln tau (a factor 2).
+MATCHED_TAU_TOLERANCE = float(np.log(2.0))
+
+
+def snapshot_profiles(energy: pd.DataFrame, fits: pd.DataFrame, kind: str = "W-W0") -> pd.DataFrame:
+    """Tidy energy and fits -> one row per (run, step > 0) of ``kind`` with its profile as an array and its
+    one-parameter tau and at_bound; runs of the learning label modes only (frozen runs have no W - W0)."""
+    e = energy[(energy.kind == kind) & (energy.step > 0) & energy["labels"].isin(LEARNING_MODES)]
+    f = fits[(fits.kind == kind) & (fits.formula == "one_parameter")][[*RUN_KEYS, "step", "tau", "at_bound"]]
+    rows = []
+    for keys, g in e.groupby([*RUN_KEYS, "step"], sort=True):
+        g = g.sort_values("component")
+        rows.append({**dict(zip([*RUN_KEYS, "step"], keys, strict=True)), "kind": kind,
+                     "kernel_size": int(g["kernel_size"].iloc[0]), "profile": g["energy"].to_numpy()})  # fmt: skip
+    return pd.DataFrame(rows).merge(f, on=[*RUN_KEYS, "step"], how="inner")
+
+
+#: Columns naming a pair of runs (as in the consistency table).
+PAIR_KEYS = ["kind", "relation", "kernel_size", *(f"{k}_{side}" for k in RUN_KEYS for side in "ab")]
+TAU_DISTANCE_COLUMNS = [*PAIR_KEYS, "step_a", "step_b", "tau_a", "tau_b", "log_tau_distance", "correlation"]
+
+
+def _run_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs of runs compared at matched tau: W - W0, every relation but 'trained vs init'."""
+    return pairs[(pairs.kind == "W-W0") & (pairs.relation != "trained vs init")]
+
+
+def tau_distance(pairs: pd.DataFrame, snapshots: pd.DataFrame) -> pd.DataFrame:
+    """For each pair of runs of ``pairs`` (kind W - W0, not 'trained vs init'): every pair of their snapshots whose
+    fit is not at the tau grid's bound, with the two steps, the two tau, |ln tau_a - ln tau_b| and the Pearson
+    correlation of the two profiles."""
+    free = snapshots[~snapshots["at_bound"].astype(bool)]
+    by_run = {key: g.sort_values("step") for key, g in free.groupby(RUN_KEYS, sort=True)}
+    frames = []
+    for pair in _run_pairs(pairs).to_dict("records"):
+        a = by_run.get(tuple(pair[f"{k}_a"] for k in RUN_KEYS))
+        b = by_run.get(tuple(pair[f"{k}_b"] for k in RUN_KEYS))
+        if a is None or b is None:
+            continue
+        corr = np.corrcoef(np.stack([*a["profile"], *b["profile"]]))[: len(a), len(a) :]  # (S_a, S_b)
+        ia, ib = (i.ravel() for i in np.meshgrid(np.arange(len(a)), np.arange(len(b)), indexing="ij"))
+        tau_a, tau_b = a["tau"].to_numpy()[ia], b["tau"].to_numpy()[ib]
+        frames.append(pd.DataFrame({**{k: pair[k] for k in PAIR_KEYS}, "step_a": a["step"].to_numpy()[ia],
+                                    "step_b": b["step"].to_numpy()[ib], "tau_a": tau_a, "tau_b": tau_b,
+                                    "log_tau_distance": np.abs(np.log(tau_a) - np.log(tau_b)),
+                                    "correlation": corr.ravel()}))  # fmt: skip
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TAU_DISTANCE_COLUMNS)
+
+
+def matched_tau(pairs: pd.DataFrame, distances: pd.DataFrame, tolerance: float = MATCHED_TAU_TOLERANCE) -> pd.DataFrame:
+    """Per pair of runs of ``pairs`` (kind W - W0, not 'trained vs init'): the pair of snapshots of least
+    |ln tau_a - ln tau_b| in ``distances`` (ties: the later steps), its correlation, and ``matched`` when that
+    distance is at most ``tolerance``; beside it the final-step correlation of ``pairs``. A pair of runs with no
+    snapshot off the tau grid's bound on one side keeps NaN steps and tau and is not matched."""
+    final = _run_pairs(pairs)[[*PAIR_KEYS, "correlation"]].rename(columns={"correlation": "correlation_final"})
+    later = -(distances["step_a"] + distances["step_b"])
+    nearest = distances.assign(_later=later).sort_values(["log_tau_distance", "_later"], kind="stable")
+    nearest = nearest.drop_duplicates(PAIR_KEYS).drop(columns="_later")
+    out = final.merge(nearest, on=PAIR_KEYS, how="left")
+    out["matched"] = out["log_tau_distance"].le(tolerance)
+    return out.reset_index(drop=True)
+
+
+def matched_tau_summary(
+    matched: pd.DataFrame, *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> pd.DataFrame:
+    """Matched pairs -> per (kind, relation, architecture) as consistency_summary, over the matched pairs only, with
+    the number of pairs of runs in the group (``n_pairs``, matched or not) and the median |ln tau_a - ln tau_b| of
+    the matched ones; a group without a matched pair has n = 0 and NaN statistics."""
+    keys = ["kind", "relation", "arch"]
+    arch = np.where(matched.arch_a == matched.arch_b, matched.arch_a, "(mixed)")
+    m = matched.assign(arch=arch, _distance=matched["log_tau_distance"].where(matched["matched"]))
+    counts = m.groupby(keys, sort=True).agg(
+        n_pairs=("matched", "size"), median_log_tau_distance=("_distance", "median")
+    )
+    hit = m[m["matched"]]
+    stats = ["n", "n_seeds", "mean", "ci_low", "ci_high", "confidence", "n_boot", "min", "max"]
+    summary = (
+        consistency_summary(hit, n_boot=n_boot, confidence=confidence, seed=seed).set_index(keys)
+        if len(hit)
+        else pd.DataFrame(columns=[*keys, *stats]).set_index(keys)
+    )
+    out = counts.join(summary, how="left").reset_index()
+    return out.astype({"n": "Int64", "n_seeds": "Int64", "n_boot": "Int64"}).fillna({"n": 0})
+
+
 def profile_contrast(profiles: pd.DataFrame) -> pd.DataFrame:
     """How far from flat each profile is: coefficient of variation (std / mean) and max / min over components."""
     out = profiles[[*RUN_KEYS, "kind", "step", "kernel_size"]].copy()
@@ -129,7 +218,7 @@ def profile_contrast(profiles: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-# ------------------------------------------------------------------------ whitening (PAPER.md section 5)
+# ------------------------------------------------------------------------ whitening (docs/method.md, Whitening)
 
 
 def response_flatness(energy: np.ndarray, eigenvalues: np.ndarray) -> float:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import importlib.resources
 import json
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -12,7 +15,14 @@ from typing import Any, NamedTuple
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+from firstlayer.models import MODELS, image_size_problem, kernel_problem, stackable_models
+
+#: The config schema, package data of firstlayer: an installed package validates configs without the repository.
+SCHEMA_PATH = importlib.resources.files("firstlayer") / "config.schema.yaml"
+
+
+#: A finite decimal number as YAML 1.2 writes it ('1e-3', '5E-4', '.5'); PyYAML's YAML 1.1 floats need a dot.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -42,19 +52,47 @@ class TrainJob(NamedTuple):
         return "+".join(str(s) for s in self.seeds)
 
 
-#: Models whose seeds can be trained together in one process (firstlayer.train.STACKABLE holds the same names).
-STACKABLE_MODELS = ("linear", "small_cnn")
-
-
 def parse_seed_key(key: str) -> tuple[int, ...]:
     """Inverse of TrainJob.seed_key."""
     return tuple(int(s) for s in key.split("+"))
 
 
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    """The config schema as a dict."""
-    with open(path) as fh:
-        return yaml.safe_load(fh)
+def load_schema() -> dict[str, Any]:
+    """The config schema as a dict; the `model` enum is filled in from the model registry (firstlayer.models.MODELS),
+    the one list of models."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema["$defs"]["architecture"]["properties"]["model"]["enum"] = list(MODELS)
+    return schema
+
+
+@functools.lru_cache
+def schema_default(section: str, key: str) -> Any:
+    """The schema's default of `key` in `section` ("training", or "architecture" for an architecture entry): the
+    one home of every default, which the package's dataclasses read too."""
+    schema = load_schema()
+    where = schema["$defs"]["architecture"] if section == "architecture" else schema["properties"][section]
+    return copy.deepcopy(where["properties"][key]["default"])
+
+
+def config_file_problem(path: str | Path) -> str | None:
+    """What stops a config file from being read as YAML, with its file, line and column; None when it reads.
+    Snakemake's own message for a YAML error names neither the file nor the line."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            yaml.safe_load(fh)
+    except OSError as error:
+        where = path if Path(path).is_absolute() else f"{path} (here {Path(path).absolute()})"
+        return f"cannot read config file {where}: {error.strerror}"
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = error.problem or error.context
+        if error.problem and error.context and error.context_mark:
+            what += f" ({error.context} that starts on line {error.context_mark.line + 1})"
+        return f"config file {path}{where}: {what}"
+    except yaml.YAMLError as error:
+        return f"config file {path}: {error}"
+    return None
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -84,6 +122,8 @@ def _message(error: jsonschema.ValidationError) -> str:
             msg += f"; allowed keys here: {', '.join(allowed)}"
     elif error.validator == "const":
         msg += f"; allowed: {error.validator_value!r}"
+    elif error.validator == "type" and isinstance(error.instance, str) and error.validator_value in ("object", "array"):
+        msg += "; on the command line write a nested value as YAML, e.g. --config 'training={precision: float32}'"
     description = error.schema.get("description")
     if description and error.validator in {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum", "type"}:
         msg += f" ({description.strip()})"
@@ -97,6 +137,49 @@ def _coerce_labels(config: dict[str, Any]) -> None:
             block["labels"] = ["true" if v is True else v for v in block["labels"]]
 
 
+def _yaml12_scalar(text: str) -> bool | int | float | None:
+    """A string as YAML 1.2 reads it when it is a boolean or a finite number ('1e-3' -> 0.001); None otherwise."""
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if not _NUMBER.fullmatch(text):
+        return None
+    return int(text) if text.lstrip("+-").isdigit() else float(text)
+
+
+def _schema_scalar(error: jsonschema.ValidationError) -> bool | int | float | None:
+    """The string that failed a `type` or `enum` keyword as the number or boolean that keyword asks for; None when it
+    is not one."""
+    if not isinstance(error.instance, str) or error.validator not in ("type", "enum"):
+        return None
+    value = _yaml12_scalar(error.instance)
+    if value is None:
+        return None
+    if error.validator == "enum":  # e.g. a kernel size: the enum's own member, never a bool standing for 1
+        members = [m for m in error.validator_value if not isinstance(m, bool)]
+        return next((m for m in members if not isinstance(value, bool) and m == value), None)
+    types = {error.validator_value} if isinstance(error.validator_value, str) else set(error.validator_value)
+    if isinstance(value, bool):
+        return value if "boolean" in types else None
+    if "integer" in types and float(value).is_integer():
+        return int(value)
+    return value if "number" in types else None
+
+
+def _coerce_scalars(config: dict[str, Any], validator: jsonschema.protocols.Validator) -> None:
+    """Numbers and booleans left as strings become what the schema asks for there: PyYAML (YAML 1.1) reads `1e-3`
+    as a string, and Snakemake reads the values nested in a `--config` mapping as strings."""
+    for error in list(validator.iter_errors(config)):
+        value = _schema_scalar(error)
+        if value is None or not error.absolute_path:
+            continue
+        *parents, last = error.absolute_path
+        target = config
+        for key in parents:
+            target = target[key]
+        target[last] = value
+
+
 def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Validate `config` against the schema, fill defaults and cross-check names; returns the completed copy.
 
@@ -106,6 +189,7 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
     _coerce_labels(config)
     schema = dict(schema) if schema is not None else load_schema()
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    _coerce_scalars(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(e.absolute_path), e.validator))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
@@ -127,25 +211,61 @@ def _cross_check(config: dict[str, Any]) -> None:
                         + ", ".join(sorted(config[table]))
                     )
     for name, arch in config["architectures"].items():
-        if arch["seeds_per_job"] > 1 and arch["model"] not in STACKABLE_MODELS:
-            problems.append(
-                f"config key 'architectures.{name}.seeds_per_job': {arch['model']} trains one seed per job; "
-                f"several seeds per job need a model without batch statistics: {', '.join(STACKABLE_MODELS)}"
-            )
         if ("steps" in arch) == ("epochs" in arch):
             found = "both" if "steps" in arch else "neither"
             problems.append(
                 f"config key 'architectures.{name}': give exactly one of 'steps' (optimiser steps) and 'epochs' "
                 f"(passes over the training images); found {found}"
             )
-        if arch["model"] == "resnet18" and arch.get("width", 64) != 64:
-            problems.append(
-                f"config key 'architectures.{name}.width': resnet18's stem has 64 filters "
-                "(torchvision's constructor); remove 'width' or use model small_cnn/linear"
-            )
+    problems += _architecture_problems(config)
     problems += _pretrained_problems(config)
+    problems += _dataset_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _trained_pairs(config: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+    """(architecture, dataset) pairs the grid trains, each with the first grid block that lists it (names that are
+    not defined are left out: they have their own message)."""
+    pairs: dict[tuple[str, str], int] = {}
+    for i, block in enumerate(config["grid"]):
+        for dataset in block["datasets"]:
+            for arch in block["architectures"]:
+                if dataset in config["datasets"] and arch in config["architectures"]:
+                    pairs.setdefault((arch, dataset), i)
+    return pairs
+
+
+def _architecture_problems(config: dict[str, Any]) -> list[str]:
+    """Each architecture against its model's registry entry: stacking, a fixed width, and its kernel size and
+    minimum image size against the images of every dataset the grid trains it on."""
+    problems = []
+    for arch, entry in config["architectures"].items():
+        model, spec = entry["model"], MODELS[entry["model"]]
+        if entry["seeds_per_job"] > 1 and not spec.stackable:
+            problems.append(
+                f"config key 'architectures.{arch}.seeds_per_job': {model} trains one seed per job; several seeds "
+                f"per job need a model without batch statistics: {', '.join(stackable_models())}"
+            )
+        if spec.fixed_width and entry.get("width", spec.default_width) != spec.default_width:
+            problems.append(
+                f"config key 'architectures.{arch}.width': {model} has exactly {spec.default_width} first-layer "
+                "filters (its width is fixed); remove 'width' or use a model whose width can change"
+            )
+    for (arch, dataset), i in _trained_pairs(config).items():
+        model, kernel_size = config["architectures"][arch]["model"], config["architectures"][arch]["kernel_size"]
+        side = image_side(config["datasets"][dataset])
+        if problem := image_size_problem(model, side):
+            problems.append(
+                f"config key 'datasets.{dataset}.image_size': architecture '{arch}' ({model}, grid block {i}) "
+                f"{problem}; raise 'image_size' or train another model on it"
+            )
+        elif problem := kernel_problem(model, kernel_size, side):
+            problems.append(
+                f"config key 'architectures.{arch}.kernel_size': {problem} of dataset '{dataset}' (grid block {i}); "
+                "pick a kernel size that fits its images"
+            )
+    return problems
 
 
 def _pretrained_problems(config: dict[str, Any]) -> list[str]:
@@ -177,6 +297,76 @@ def _pretrained_problems(config: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _dataset_problems(config: dict[str, Any]) -> list[str]:
+    """Checks of the datasets that read no image: embedded photo names, the class sub-folders of the image folders
+    that are used, and batch sizes against the training set sizes the config fixes."""
+    used = {name for block in config["grid"] for name in block["datasets"]}
+    used.add((config.get("pretrained") or {}).get("dataset"))
+    problems = []
+    for name, spec in config["datasets"].items():
+        if spec["source"] == "embedded":
+            problems += _photo_problems(name, spec.get("photos") or [])
+        elif spec["source"] == "folder" and name in used:
+            problems += _folder_problems(name, Path(spec["root"]).expanduser())
+    return problems + _batch_size_problems(config)
+
+
+def _photo_problems(name: str, photos: list[str]) -> list[str]:
+    """Unknown or repeated names in an embedded dataset's `photos` (each photo is one class)."""
+    from firstlayer.datasets import EMBEDDED_PHOTOS
+
+    problems = []
+    unknown = [p for p in photos if p not in EMBEDDED_PHOTOS]
+    if unknown:
+        problems.append(
+            f"config key 'datasets.{name}.photos': unknown photo {', '.join(map(repr, unknown))}; "
+            f"the embedded photos are: {', '.join(EMBEDDED_PHOTOS)}"
+        )
+    repeated = sorted({p for p in photos if photos.count(p) > 1})
+    if repeated:
+        problems.append(
+            f"config key 'datasets.{name}.photos': {', '.join(map(repr, repeated))} listed more than once; "
+            "list each photo once"
+        )
+    return problems
+
+
+def _folder_problems(name: str, root: Path) -> list[str]:
+    """A missing image folder, or one with fewer than two class sub-folders (one class trains to loss 0 and leaves
+    meaningless tables). Lists folders only, so it is cheap on a large dataset."""
+    key = f"config key 'datasets.{name}.root'"
+    if not root.is_dir():
+        where = root if root.is_absolute() else f"{root} (here {root.absolute()})"
+        return [f"{key}: {where} is not a folder; point it at a folder with one sub-folder of images per class"]
+    split = root / "train"
+    has_splits = split.is_dir() and ((root / "val").is_dir() or (root / "test").is_dir())
+    base = split if has_splits else root
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) >= 2:
+        return []
+    found = f"only one class sub-folder ({classes[0]})" if classes else "no class sub-folders"
+    return [f"{key}: {base} has {found}; an image folder needs one sub-folder of images per class, at least two"]
+
+
+def _batch_size_problems(config: dict[str, Any]) -> list[str]:
+    """Batch sizes larger than a training set whose size the config fixes (embedded photos, CIFAR); an image
+    folder's size is known only once it is read."""
+    problems = []
+    for (arch, dataset), i in _trained_pairs(config).items():
+        spec = config["datasets"][dataset]
+        sizes = config_images(spec)
+        batch = config["architectures"][arch]["batch_size"]
+        if sizes is None or batch <= sizes[0]:
+            continue
+        size_key = "train_per_class" if spec["source"] == "embedded" else "max_train"
+        problems.append(
+            f"config key 'architectures.{arch}.batch_size': {batch} is larger than the {sizes[0]} training images "
+            f"of dataset '{dataset}' (grid block {i}); lower it to at most {sizes[0]} or raise "
+            f"'datasets.{dataset}.{size_key}'"
+        )
+    return problems
+
+
 def expand_grid(config: Mapping[str, Any]) -> list[Run]:
     """Every run of the grid (union of the blocks' products), in a stable order without duplicates."""
     runs: dict[Run, None] = {}
@@ -203,6 +393,14 @@ def train_jobs(config: Mapping[str, Any]) -> list[TrainJob]:
     return jobs
 
 
+def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
+    """[start, stop) image ranges of consecutive patch-statistics shards of at most `shard_size` images (at least
+    one shard): the patch_shard jobs of a dataset."""
+    if shard_size < 1:
+        raise ValueError(f"shard size must be positive, got {shard_size}")
+    return [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)] or [(0, 0)]
+
+
 def kernel_sizes(config: Mapping[str, Any], dataset: str) -> list[int]:
     """Kernel sizes whose patch PCA the dataset needs: those of the networks trained on it, plus the extras, the
     exact linear check's, and the first-layer sizes of the pretrained models profiled on it."""
@@ -215,6 +413,26 @@ def kernel_sizes(config: Mapping[str, Any], dataset: str) -> list[int]:
 
         sizes.update(first_layer_weight(m["name"]).kernel_size for m in pretrained["models"])
     return sorted(sizes)
+
+
+def image_side(spec: Mapping[str, Any]) -> int:
+    """The side of a dataset's square images, in pixels (CIFAR's are 32x32)."""
+    return spec.get("image_size", 32)
+
+
+def config_images(spec: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """(training images, test images, image side) as a dataset's config entry fixes them; None for an image folder
+    (its size is known once it is read)."""
+    from firstlayer.datasets import EMBEDDED_PHOTOS, ROTATION_CLASSES
+
+    side = image_side(spec)
+    if spec["source"] == "embedded":
+        photos = len(spec.get("photos") or EMBEDDED_PHOTOS)
+        classes = len(ROTATION_CLASSES) if spec["labels"] == "rotation" else photos  # photo, texture: one per photo
+        return classes * spec["train_per_class"], classes * spec["test_per_class"], side
+    if spec["source"] in ("cifar10", "cifar100"):
+        return spec.get("max_train") or 50_000, spec.get("max_test") or 10_000, side
+    return None
 
 
 def iter_datasets(config: Mapping[str, Any]) -> Iterator[str]:

@@ -9,27 +9,36 @@ scikit-image and scikit-learn wheels, so the default experiment runs offline.
 from __future__ import annotations
 
 import inspect
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
 __all__ = [
+    "EMBEDDED_LABELS",
     "EMBEDDED_PHOTOS",
-    "IMAGE_EXTENSIONS",
+    "EMBEDDED_PRESETS",
     "ROTATION_CLASSES",
     "DatasetError",
     "PreparedDataset",
     "channel_stats",
+    "embedded_preset",
+    "image_extensions",
+    "image_folder_notes",
     "load_cifar",
     "load_image_folder",
     "load_photo",
     "make_embedded_dataset",
+    "neutral_colour",
     "prepare_dataset",
     "rescale_photo",
 ]
@@ -41,7 +50,6 @@ class DatasetError(ValueError):
 
 SPLITS = ("train", "test")
 ROTATION_CLASSES = ("0°", "90°", "180°", "270°")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass(frozen=True)
@@ -288,6 +296,37 @@ def _check_fraction(name: str, value: Any) -> float:
     return float(value)
 
 
+#: Labellings of the embedded crops (``labels`` of ``make_embedded_dataset``).
+EMBEDDED_LABELS = ("photo", "rotation", "texture")
+
+
+def neutral_colour(crops: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(n, h, w, 3) uint8 crops -> crops with their channels in a seeded random order, each channel shifted to mean
+    128 (rounded, clipped to 0..255), and (n, 3) the source channel of each output channel."""
+    order = rng.permuted(np.tile(np.arange(3), (len(crops), 1)), axis=1)
+    permuted = np.take_along_axis(crops, order[:, None, None, :], axis=3)
+    shifted = permuted + (128.0 - permuted.mean(axis=(1, 2), keepdims=True, dtype=np.float64))
+    return np.clip(np.round(shifted), 0, 255).astype(np.uint8), order
+
+
+def _label_crops(
+    labels: str, crops: np.ndarray, photo_index: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One split's (n, h, w, 3) crops grouped by photo -> (crops, labels, rotation k, (n, 3) channel order)."""
+    n = len(crops)
+    k_rot, channels = np.zeros(n, dtype=np.int64), np.tile(np.arange(3), (n, 1))
+    if labels == "rotation":
+        # Crops are grouped by photo in random order: cycling k gives every photo
+        # (near-)equal counts of each rotation, and exactly n/4 per rotation overall.
+        k_rot = np.arange(n, dtype=np.int64) % 4
+        for k in range(1, 4):
+            crops[k_rot == k] = np.rot90(crops[k_rot == k], k, axes=(1, 2))
+        return crops, k_rot, k_rot, channels
+    if labels == "texture":  # colour independent of the label (docs/method.md, A learnable label-neutral dataset)
+        crops, channels = neutral_colour(crops, rng)
+    return crops, photo_index, k_rot, channels
+
+
 def make_embedded_dataset(
     *,
     labels: str = "photo",
@@ -307,9 +346,11 @@ def make_embedded_dataset(
     split, so no train crop overlaps a test crop. labels="photo": label = photo index.
     labels="rotation": label k = crop rotated by np.rot90(k) (counter-clockwise k*90°),
     drawn evenly across photos, so labels carry no mean-colour information.
+    labels="texture": label = photo index, each crop's colour randomised by ``neutral_colour``
+    (column ``channels`` of the manifest), so only spatial structure tells the classes apart.
     """
-    if labels not in ("photo", "rotation"):
-        raise DatasetError(f"`labels` must be 'photo' or 'rotation', got {labels!r}")
+    if labels not in EMBEDDED_LABELS:
+        raise DatasetError(f"`labels` must be one of {list(EMBEDDED_LABELS)}, got {labels!r}")
     names = _check_photo_names(photos)
     counts = {
         "train": _check_int("train_per_class", train_per_class, 1),
@@ -324,7 +365,7 @@ def make_embedded_dataset(
         raise DatasetError(f"`min_std` must be a number >= 0, got {min_std!r}")
     scale, tile = float(scale), 2 * size
 
-    if labels == "photo":
+    if labels != "rotation":
         class_names: tuple[str, ...] = names
         per_photo = {s: [counts[s]] * len(names) for s in SPLITS}
     else:
@@ -357,17 +398,10 @@ def make_embedded_dataset(
     images, columns = [], []
     for s, split in enumerate(SPLITS):
         cat = {k: np.concatenate([d[k] for d in parts[split]]) for k in parts[split][0]}
-        crops, n = cat["crops"], len(cat["crops"])
-        if labels == "photo":
-            label = cat["photo_index"]
-            k_rot = np.zeros(n, dtype=np.int64)
-        else:
-            # Crops are grouped by photo in random order: cycling k gives every photo
-            # (near-)equal counts of each rotation, and exactly n/4 per rotation overall.
-            k_rot = np.arange(n, dtype=np.int64) % 4
-            label = k_rot
-            for k in range(1, 4):
-                crops[k_rot == k] = np.rot90(crops[k_rot == k], k, axes=(1, 2))
+        n = len(cat["crops"])
+        crops, label, k_rot, channels = _label_crops(
+            labels, cat["crops"], cat["photo_index"], np.random.default_rng([seed, 2, s])
+        )
         order = np.random.default_rng([seed, 0, s]).permutation(n)  # shuffle the split
         photo_names = np.asarray(names, dtype=object)[cat["photo_index"]]
         images.append(crops[order].transpose(0, 3, 1, 2))
@@ -381,9 +415,25 @@ def make_embedded_dataset(
                 "col": cat["col"][order],
                 "tile": cat["tile"][order],
                 "rotation": 90 * k_rot[order],
+                "channels": np.asarray(["".join("rgb"[c] for c in o) for o in channels[order]]),
             }
         )
     return _finish(images, columns, class_names)
+
+
+#: Embedded datasets by name (``embedded:NAME`` in ``firstlayer.analyze`` and ``firstlayer profile``): the default
+#: experiment's datasets of the same names (tests/test_profile_api.py holds config.yaml to these values).
+EMBEDDED_PRESETS: dict[str, dict[str, Any]] = {
+    "photos": {"labels": "photo", "train_per_class": 256, "test_per_class": 64, "seed": 0},
+    "rotations": {"labels": "rotation", "train_per_class": 512, "test_per_class": 128, "seed": 1},
+}
+
+
+def embedded_preset(name: str) -> PreparedDataset:
+    """The embedded dataset of preset `name` (a key of ``EMBEDDED_PRESETS``)."""
+    if name not in EMBEDDED_PRESETS:
+        raise DatasetError(f"unknown embedded dataset {name!r}; allowed: {', '.join(EMBEDDED_PRESETS)}")
+    return make_embedded_dataset(**EMBEDDED_PRESETS[name])
 
 
 # -------------------------------------------------------------------------- CIFAR
@@ -451,31 +501,128 @@ def load_cifar(
 
 # -------------------------------------------------------------------- image folder
 
+# Formats Pillow only identifies (stubs wait for an external handler, MPEG has no decoder): never images to us.
+_IDENTIFY_ONLY_FORMATS = frozenset({"BUFR", "GRIB", "HDF5", "WMF", "MPEG"})
+# Unsigned 16-bit greyscale. Pillow keeps 16-bit PGM (rescaled to 0..65535), and older Pillows 16-bit PNG, in mode I.
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+_SIXTEEN_BIT_IN_I = frozenset({"PPM", "PNG"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_SKIPPED_LISTED = 1000  # skipped paths kept in the manifest's metadata; the counts are always complete
 
-def _class_files(folder: Path) -> dict[str, list[Path]]:
-    """Folder with one sub-folder per class -> {class: sorted image files (recursive)}."""
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+@lru_cache(maxsize=1)
+def image_extensions() -> frozenset[str]:
+    """Lower-case extensions of every format Pillow can decode, as Pillow registers them (".png", ".tif", ...)."""
+    from PIL import Image
+
+    # MPO files open through the JPEG plugin, so MPO has no entry of its own in Image.OPEN.
+    return frozenset(
+        ext
+        for ext, fmt in Image.registered_extensions().items()
+        if (fmt in Image.OPEN or fmt == "MPO") and fmt not in _IDENTIFY_ONLY_FORMATS
+    )
+
+
+def _class_files(folder: Path) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
+    """Folder with one sub-folder per class -> ({class: sorted image files (recursive)}, [(skipped file, kind)]).
+
+    Image files have an extension in image_extensions() and are not hidden; every other file is skipped, with
+    its kind: its extension, "no extension", "hidden file", or "outside class folders" (directly in `folder`).
+    """
+    readable = image_extensions()
+    entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    skipped = [(p, "outside class folders") for p in entries if p.is_file()]
+    files: dict[str, list[Path]] = {}
+    for sub in entries:
+        if not sub.is_dir() or sub.name.startswith("."):
+            continue
+        files[sub.name] = []
+        for p in sorted((p for p in sub.rglob("*") if p.is_file()), key=lambda p: p.relative_to(folder).as_posix()):
+            if p.name.startswith("."):
+                skipped.append((p, "hidden file"))
+            elif p.suffix.lower() not in readable:
+                skipped.append((p, p.suffix.lower() or "no extension"))
+            else:
+                files[sub.name].append(p)
+    return files, skipped
+
+
+def _skipped_record(skipped: Sequence[tuple[Path, str]], root: Path) -> dict[str, Any]:
+    """[(file, kind)] -> JSON-able {"count", "by_kind": {kind: n}, "files": first paths under root}."""
+    by_kind: dict[str, int] = {}
+    for _, kind in skipped:
+        by_kind[kind] = by_kind.get(kind, 0) + 1
     return {
-        c: sorted(
-            (
-                p
-                for p in (folder / c).rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-            ),
-            key=lambda p: p.relative_to(folder).as_posix(),
-        )
-        for c in classes
+        "count": len(skipped),
+        "by_kind": dict(sorted(by_kind.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "files": sorted(p.relative_to(root).as_posix() for p, _ in skipped)[:_SKIPPED_LISTED],
     }
 
 
-def _read_square(path: Path, size: int) -> tuple[np.ndarray, int, int]:
-    """Image file -> (3, size, size) uint8 (shorter side resized, centre-cropped), H, W."""
+def _describe_skipped(record: Mapping[str, Any]) -> str:
+    """Skipped-files record -> one line with counts by kind and the first few paths ("" when none)."""
+    if not record["count"]:
+        return ""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in record["by_kind"].items())
+    first = ", ".join(record["files"][:5]) + (", ..." if record["count"] > 5 else "")
+    return f"skipped {record['count']} file(s) that are not images Pillow reads in a class folder ({kinds}): {first}"
+
+
+def image_folder_notes(manifest: pd.DataFrame) -> list[str]:
+    """An image folder's manifest -> log lines: the Pillow modes converted to 8-bit RGB, the files skipped."""
+    notes = []
+    modes = manifest["orig_mode"].value_counts().to_dict() if "orig_mode" in manifest else {}
+    if set(modes) - {"RGB"}:
+        counts = ", ".join(f"{n} {mode}" for mode, n in sorted(modes.items(), key=lambda kv: (-kv[1], kv[0])))
+        notes.append(
+            f"images by Pillow mode: {counts}; all converted to 8-bit RGB (16-bit grey keeps its high byte, v >> 8; "
+            f"alpha and transparency are composited on black)"
+        )
+    record = manifest.attrs.get("skipped_files")
+    if record and record["count"]:
+        notes.append(f"{_describe_skipped(record)}; the manifest's metadata lists them (attrs['skipped_files'])")
+    return notes
+
+
+def _to_rgb(im: PILImage, path: Path) -> PILImage:
+    """Decoded Pillow image of any mode -> RGB, 8 bits per channel, by one fixed rule per mode.
+
+    16-bit grey keeps the high byte (v >> 8: one mapping for all images, where scaling by each image's maximum
+    would change contrast per image); transparent pixels are composited on black; float and 32-bit pixels are refused.
+    """
+    from PIL import Image
+
+    if im.mode in _SIXTEEN_BIT_MODES or (im.mode == "I" and im.format in _SIXTEEN_BIT_IN_I):
+        return Image.fromarray((np.asarray(im) >> 8).astype(np.uint8)).convert("RGB")
+    if im.mode in ("I", "F"):
+        kind = "floating-point" if im.mode == "F" else "32-bit or signed integer"
+        raise DatasetError(
+            f"image {path} has {kind} pixels (Pillow mode {im.mode}, format {im.format}), which have no fixed "
+            f"range to map to 0..255; save it as an 8- or 16-bit PNG or TIFF, or remove it"
+        )
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        black = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, im.convert("RGBA")).convert("RGB")
+    return im.convert("RGB")
+
+
+def _read_square(path: Path, size: int) -> tuple[np.ndarray, int, int, str]:
+    """Image file (first frame) -> (3, size, size) uint8 (shorter side resized, centre-cropped), H, W, Pillow mode."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-    except OSError as err:
+        # Pillow only warns between its limit and twice it; a bomb is a bomb either way.
+        with warnings.catch_warnings(action="error", category=Image.DecompressionBombWarning), Image.open(path) as im:
+            im.load()  # Pillow opens lazily: decode inside this try, so that a damaged file is named
+            mode, rgb = im.mode, _to_rgb(im, path)
+    except DatasetError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DatasetError(
+            f"image {path} is larger than Pillow's safety limit against decompression bombs ({err}); "
+            f"resize it below {Image.MAX_IMAGE_PIXELS:,} pixels or remove it"
+        ) from err
+    except Exception as err:  # damaged files raise OSError, SyntaxError, ValueError, EOFError, struct.error, ...
         raise DatasetError(f"cannot read image {path}: {err}; remove or replace it") from err
     w, h = rgb.size
     short = min(w, h)
@@ -484,7 +631,65 @@ def _read_square(path: Path, size: int) -> tuple[np.ndarray, int, int]:
     resized = rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     square = np.asarray(resized.crop((left, top, left + size, top + size)))
-    return np.ascontiguousarray(square.transpose(2, 0, 1)), h, w
+    return np.ascontiguousarray(square.transpose(2, 0, 1)), h, w, mode
+
+
+def _folder_hint(skipped: Sequence[tuple[Path, str]], root: Path) -> str:
+    """The end of an error about missing images: what an image folder should hold, and what was skipped."""
+    note = _describe_skipped(_skipped_record(skipped, root))
+    return (
+        "expected one sub-folder per class holding image files (any format Pillow reads: .png, .jpg, .tif, "
+        ".gif, .webp, .bmp, ...)" + (f"; {note}" if note else "")
+    )
+
+
+def _files_from_split_folders(
+    root: Path, test_dir: Path, cap: int | None
+) -> tuple[dict[str, dict[str, list[Path]]], list[tuple[Path, str]]]:
+    """root/train + root/val|test -> ({split: {class: files}}, skipped files)."""
+    base = {"train": root / "train", "test": test_dir}
+    found = {s: _class_files(base[s]) for s in SPLITS}
+    files = {s: {c: fs[:cap] for c, fs in found[s][0].items()} for s in SPLITS}
+    skipped = found["train"][1] + found["test"][1]
+    if list(files["train"]) != list(files["test"]):
+        raise DatasetError(
+            f"class folders differ between {base['train']} and {base['test']}: "
+            f"{sorted(set(files['train']) ^ set(files['test']))}; both splits need "
+            f"the same class sub-folders"
+        )
+    for split in SPLITS:
+        empty = [c for c, fs in files[split].items() if not fs]
+        if not files[split] or empty:
+            raise DatasetError(f"no images in {base[split]} (empty classes: {empty}); {_folder_hint(skipped, root)}")
+    return files, skipped
+
+
+def _files_split_by_seed(
+    root: Path, cap: int | None, test_fraction: float, seed: int
+) -> tuple[dict[str, dict[str, list[Path]]], list[tuple[Path, str]]]:
+    """root/<class>/ -> ({split: {class: files}} by a seeded per-class permutation, skipped files)."""
+    found, skipped = _class_files(root)
+    by_class = {c: fs[:cap] for c, fs in found.items()}
+    small = [c for c, fs in by_class.items() if len(fs) < 2]
+    if not by_class:
+        raise DatasetError(
+            f"no usable images in {root}: it has no class sub-folders; {_folder_hint(skipped, root)} (or train/ "
+            f"and val/ folders of them)"
+        )
+    if small:
+        raise DatasetError(
+            f"too few images in {root}: classes {small} have fewer than 2 image files; the seeded train/test "
+            f"split needs at least 2 per class; {_folder_hint(skipped, root)}"
+        )
+    rng = np.random.default_rng(seed)
+    files: dict[str, dict[str, list[Path]]] = {s: {} for s in SPLITS}
+    for c, fs in by_class.items():
+        n_test = min(max(round(test_fraction * len(fs)), 1), len(fs) - 1)
+        is_test = np.zeros(len(fs), dtype=bool)
+        is_test[rng.permutation(len(fs))[:n_test]] = True
+        files["train"][c] = [fs[i] for i in np.flatnonzero(~is_test)]
+        files["test"][c] = [fs[i] for i in np.flatnonzero(is_test)]
+    return files, skipped
 
 
 def load_image_folder(
@@ -497,10 +702,10 @@ def load_image_folder(
 ) -> PreparedDataset:
     """Class sub-folders under root -> (N, 3, image_size, image_size) PreparedDataset.
 
-    Uses root/train and root/val (else root/test) as the splits when they exist;
-    otherwise splits each class's files by a seeded permutation. max_per_class keeps
-    the first n sorted files of each class (per split with train/val folders, before
-    the split otherwise).
+    Uses root/train and root/val (else root/test) as the splits when they exist; otherwise splits each class's
+    files by a seeded permutation. max_per_class keeps the first n sorted files of each class (per split with
+    train/val folders, before the split otherwise). Reads every format Pillow decodes (an animation's first
+    frame, see _to_rgb for modes); the files it skips are counted in the manifest's attrs["skipped_files"].
     """
     size = _check_int("image_size", image_size, 8)
     seed = _check_int("seed", seed, 0)
@@ -512,43 +717,11 @@ def load_image_folder(
             f"image folder `root` {root} does not exist; point `root` "
             f"at a folder with one sub-folder of images per class"
         )
-    hint = f"expected one sub-folder per class holding {list(IMAGE_EXTENSIONS)} files"
-
     test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    files: dict[str, dict[str, list[Path]]]
     if (root / "train").is_dir() and test_dir is not None:
-        base = {"train": root / "train", "test": test_dir}
-        files = {s: {c: fs[:cap] for c, fs in _class_files(base[s]).items()} for s in SPLITS}
-        if list(files["train"]) != list(files["test"]):
-            raise DatasetError(
-                f"class folders differ between {base['train']} and {base['test']}: "
-                f"{sorted(set(files['train']) ^ set(files['test']))}; both splits need "
-                f"the same class sub-folders"
-            )
-        for split in SPLITS:
-            empty = [c for c, fs in files[split].items() if not fs]
-            if not files[split] or empty:
-                raise DatasetError(f"no images in {base[split]} (empty classes: {empty}); {hint}")
+        files, skipped = _files_from_split_folders(root, test_dir, cap)
     else:
-        by_class = {c: fs[:cap] for c, fs in _class_files(root).items()}
-        small = [c for c, fs in by_class.items() if len(fs) < 2]
-        if not by_class:
-            raise DatasetError(
-                f"no usable images in {root}: it has no class sub-folders; {hint} (or train/ and val/ folders of them)"
-            )
-        if small:
-            raise DatasetError(
-                f"too few images in {root}: classes {small} have fewer than 2 image "
-                f"files; the seeded train/test split needs at least 2 per class"
-            )
-        rng = np.random.default_rng(seed)
-        files = {s: {} for s in SPLITS}
-        for c, fs in by_class.items():
-            n_test = min(max(round(test_fraction * len(fs)), 1), len(fs) - 1)
-            is_test = np.zeros(len(fs), dtype=bool)
-            is_test[rng.permutation(len(fs))[:n_test]] = True
-            files["train"][c] = [fs[i] for i in np.flatnonzero(~is_test)]
-            files["test"][c] = [fs[i] for i in np.flatnonzero(is_test)]
+        files, skipped = _files_split_by_seed(root, cap, test_fraction, seed)
 
     class_names = list(files["train"])
     images, columns = [], []
@@ -563,9 +736,12 @@ def load_image_folder(
                 "source": [f.relative_to(root).as_posix() for _, f in paths],
                 "orig_height": np.asarray([r[1] for r in read], dtype=np.int64),
                 "orig_width": np.asarray([r[2] for r in read], dtype=np.int64),
+                "orig_mode": [r[3] for r in read],
             }
         )
-    return _finish(images, columns, class_names)
+    dataset = _finish(images, columns, class_names)
+    dataset.manifest.attrs["skipped_files"] = _skipped_record(skipped, root)
+    return dataset
 
 
 # ---------------------------------------------------------------------- dispatch

@@ -1,4 +1,4 @@
-"""Energy profiles (PAPER.md section 2): per-component norm of a filter bank in the patch PCA basis."""
+"""Energy profiles: per-component norm of a filter bank in the patch PCA basis (docs/method.md, The energy profile)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import sys
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -80,3 +81,15 @@ def job_log(path: str | Path) -> Iterator[None]:
         except BaseException:
             traceback.print_exc()
             raise
+
+
+def console_log(prefix: str) -> Callable[[str], None]:
+    """A job's log function: each line to the job's log (stdout, under ``job_log``) and, prefixed by `prefix`, to
+    the console Snakemake runs in (the process's original stderr), so that a long job can be watched there."""
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+        if sys.__stderr__ is not None:
+            print(f"[{prefix}] {message}", file=sys.__stderr__, flush=True)
+
+    return log

@@ -1,8 +1,11 @@
-"""Networks and the rule that finds their first layer.
+"""The model registry: one ``ModelSpec`` per network in ``MODELS``, read by the config schema and checks, the
+trainer and the resource estimates. Adding a model is one entry here plus its network in ``firstlayer.networks``.
 
-The first layer of each architecture is named in ``FIRST_LAYER`` (a module path for ``get_submodule``): the
-Conv2d that the normalised image itself goes into, before any other layer touches it (a test holds this with
-forward hooks for every architecture). Nothing is guessed from module order.
+Importing this module imports no torch (parsing the workflow must stay fast): the builders import
+``firstlayer.networks`` when they are called.
+
+Each spec names its first layer (a module path for ``get_submodule``): the Conv2d that the normalised image itself
+goes into, before any other layer touches it (a test holds this with forward hooks for every model).
 
 - ``linear``: ``conv``, the only convolution.
 - ``small_cnn``: ``features.0``, the head of the ``features`` stack.
@@ -14,210 +17,162 @@ forward hooks for every architecture). Nothing is guessed from module order.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-import torchvision
-from torch import nn
-from torchvision.models.resnet import BasicBlock
-from torchvision.models.vgg import make_layers
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-ARCHITECTURES = ("linear", "small_cnn", "resnet18", "resnet20", "vgg11_bn", "vit_tiny")
+if TYPE_CHECKING:
+    from torch import nn
 
-#: Module path of the first layer in each architecture built by ``build_model`` (see the module docstring).
-FIRST_LAYER = {
-    "linear": "conv",
-    "small_cnn": "features.0",
-    "resnet18": "conv1",
-    "resnet20": "conv1",
-    "vgg11_bn": "features.0",
-    "vit_tiny": "conv_proj",
+#: (num_classes, kernel_size, width, image_size) -> a freshly initialised network.
+Builder = Callable[[int, int, int, int], "nn.Module"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the workflow knows about one model (a builder name of the config's `model` key)."""
+
+    builder: Builder
+    #: module path of the first-layer Conv2d (see the module docstring)
+    first_layer: str
+    #: first-layer filters when the config gives no `width`
+    default_width: int
+    #: seeds can be trained together in one process (``train_seeds``): no per-seed BatchNorm buffers
+    stackable: bool
+    batch_norm: bool
+    #: CPU training throughput at 32x32, images/s on 2 cores (conservative: the runtime request)
+    cpu_images_per_second: float
+    #: MiB of float32 activations per 32x32 training image, forward and backward (the CPU memory request)
+    activation_mb: float
+    #: the width cannot change (`width` must be absent or equal `default_width`)
+    fixed_width: bool = False
+    min_image_size: int = 1
+    #: the network is linear in its input: it trains in float32 and steps in input space, as x . G + b
+    linear: bool = False
+    #: (kernel_size, image side) -> why the model cannot take them, or None
+    kernel_check: Callable[[int, int], str | None] | None = None
+
+
+def _networks() -> ModuleType:
+    """firstlayer.networks, imported at the first build (it imports torch and torchvision)."""
+    return importlib.import_module("firstlayer.networks")
+
+
+def _patch_divides(kernel_size: int, side: int) -> str | None:
+    """A ViT's patches tile the image: the patch size must divide the image side."""
+    return f"the patch size {kernel_size} does not divide the image side {side}" if side % kernel_size else None
+
+
+MODELS: dict[str, ModelSpec] = {
+    "linear": ModelSpec(
+        builder=lambda c, k, w, s: _networks().LinearCNN(c, k, w, s),
+        first_layer="conv",
+        default_width=64,
+        stackable=True,
+        batch_norm=False,
+        cpu_images_per_second=2000,
+        activation_mb=0.05,
+        linear=True,
+    ),
+    "small_cnn": ModelSpec(
+        builder=lambda c, k, w, s: _networks().SmallCNN(c, k, w),
+        first_layer="features.0",
+        default_width=32,
+        stackable=True,
+        batch_norm=False,
+        cpu_images_per_second=500,
+        activation_mb=0.5,
+    ),
+    "resnet18": ModelSpec(
+        builder=lambda c, k, w, s: _networks().resnet18(c, k),
+        first_layer="conv1",
+        default_width=64,
+        fixed_width=True,  # torchvision's stem
+        stackable=False,
+        batch_norm=True,
+        cpu_images_per_second=20,
+        activation_mb=8.0,
+    ),
+    "resnet20": ModelSpec(
+        builder=lambda c, k, w, s: _networks().ResNet20(c, k, w),
+        first_layer="conv1",
+        default_width=16,
+        stackable=False,
+        batch_norm=True,
+        cpu_images_per_second=150,
+        activation_mb=1.5,
+    ),
+    "vgg11_bn": ModelSpec(
+        builder=lambda c, k, w, s: _networks().VGG11BN(c, k, w),
+        first_layer="features.0",
+        default_width=64,
+        stackable=False,
+        batch_norm=True,
+        min_image_size=32,  # five 2x2 max-pools
+        cpu_images_per_second=60,
+        activation_mb=4.0,
+    ),
+    "vit_tiny": ModelSpec(
+        builder=lambda c, k, w, s: _networks().vit_tiny(c, k, w, s),
+        first_layer="conv_proj",
+        default_width=192,
+        stackable=False,
+        batch_norm=False,
+        kernel_check=_patch_divides,
+        cpu_images_per_second=60,
+        activation_mb=8.0,
+    ),
 }
 
-#: ``width`` when the config gives none: the number of first-layer filters of each architecture.
-DEFAULT_WIDTH = {"linear": 64, "small_cnn": 32, "resnet18": 64, "resnet20": 16, "vgg11_bn": 64, "vit_tiny": 192}
+
+def stackable_models() -> list[str]:
+    """Models whose seeds can be trained together (``seeds_per_job`` > 1)."""
+    return [name for name, spec in MODELS.items() if spec.stackable]
 
 
-class LinearCNN(nn.Module):
-    """conv (k x k, `width` filters, no padding) -> flatten -> linear: a linear CNN, no nonlinearity."""
-
-    def __init__(self, num_classes: int, kernel_size: int, width: int, image_size: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, width, kernel_size, bias=False)
-        side = image_size - kernel_size + 1
-        self.fc = nn.Linear(width * side * side, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv(x).flatten(1))
+def model_spec(model: str) -> ModelSpec:
+    """The registry entry of `model`; ValueError listing the known models otherwise."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
+    return MODELS[model]
 
 
-class SmallCNN(nn.Module):
-    """Three ReLU conv layers (the first k x k with `width` filters), each followed by pooling, then linear."""
-
-    def __init__(self, num_classes: int, kernel_size: int, width: int) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, width, kernel_size, padding=kernel_size // 2),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 4 * width, 3, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.classifier = nn.Linear(4 * width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+def image_size_problem(model: str, image_size: int) -> str | None:
+    """Why `model` cannot take images of side `image_size`, or None when it can."""
+    least = model_spec(model).min_image_size
+    return f"needs images of at least {least}x{least}, got {image_size}x{image_size}" if image_size < least else None
 
 
-def resnet18(num_classes: int, kernel_size: int = 3) -> nn.Module:
-    """torchvision's ResNet-18, CIFAR style: a stride-1 k x k stem (3x3 by default) and no max-pool."""
-    model = torchvision.models.resnet18(num_classes=num_classes)
-    model.conv1 = nn.Conv2d(3, 64, kernel_size, stride=1, padding=kernel_size // 2, bias=False)
-    # the same init torchvision gives its convolutions
-    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    model.maxpool = nn.Identity()
-    return model
-
-
-class ShortcutA(nn.Module):
-    """The parameter-free shortcut of He et al. 2016 (option A, their CIFAR choice): subsample by `stride` and pad
-    the new channels with zeros."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.stride, self.extra = stride, out_channels - in_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
-
-
-class ResNet20(nn.Module):
-    """ResNet-20 for CIFAR (He et al. 2016, section 4.2): a k x k conv of `width` filters (16 in the paper), three
-    stages of three torchvision BasicBlocks with width, 2*width, 4*width channels (the 2nd and 3rd start with
-    stride 2, through option-A shortcuts), global average pooling, linear. 0.27 M parameters at width 16."""
-
-    def __init__(self, num_classes: int, kernel_size: int = 3, width: int = 16, blocks_per_stage: int = 3) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        stages, channels = [], width
-        for i, out in enumerate((width, 2 * width, 4 * width)):
-            blocks = []
-            for j in range(blocks_per_stage):
-                stride = 2 if i > 0 and j == 0 else 1
-                shortcut = ShortcutA(channels, out, stride) if stride != 1 or channels != out else None
-                blocks.append(BasicBlock(channels, out, stride, downsample=shortcut))
-                channels = out
-            stages.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
-        # torchvision's ResNet init (as for resnet18): Kaiming fan_out convs, BatchNorm at identity
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(self.avgpool(x).flatten(1))
-
-
-#: torchvision's VGG-11 configuration "A": conv channels, "M" = 2x2 max-pool.
-VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
-
-
-class VGG11BN(nn.Module):
-    """VGG-11 with BatchNorm: torchvision's ``features`` stack (``make_layers`` of configuration A), every channel
-    count scaled by width / 64 (64 = torchvision's), the first conv k x k (3x3 in VGG).
-
-    For 32x32 inputs the five max-pools leave a 1x1 map, so torchvision's 7x7 average pool and 4096-wide
-    three-layer classifier (123 M parameters, made for 224x224 ImageNet) are replaced by global average pooling
-    and one Linear(8 * width, classes), the usual CIFAR VGG head. Init: torchvision VGG's (Kaiming fan_out convs,
-    BatchNorm at identity, Linear N(0, 0.01) with zero bias)."""
-
-    def __init__(self, num_classes: int, kernel_size: int = 3, width: int = 64) -> None:
-        super().__init__()
-        cfg = [v if v == "M" else v * width // 64 for v in VGG11]
-        self.features = make_layers(cfg, batch_norm=True)
-        self.features[0] = nn.Conv2d(3, cfg[0], kernel_size, padding=kernel_size // 2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(cfg[-2], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.avgpool(self.features(x)).flatten(1))
-
-
-#: vit_tiny: ViT-Tiny's embedding size (192) and heads (3), with 4 encoder blocks instead of 12 (CPU-sized).
-VIT_LAYERS, VIT_HEADS, VIT_MLP_RATIO = 4, 3, 4
-
-
-def vit_tiny(num_classes: int, patch_size: int, width: int, image_size: int) -> nn.Module:
-    """torchvision's VisionTransformer at `image_size`: a patch_size x patch_size, stride-patch_size Conv2d patch
-    embedding of `width` channels (its first layer), a class token, 4 pre-norm encoder blocks of 3 heads, a
-    linear head (torchvision's init: truncated-normal patch embedding, zero head)."""
-    if image_size % patch_size:
-        raise ValueError(f"vit_tiny: kernel_size (patch size) {patch_size} does not divide the image side {image_size}")
-    if width % VIT_HEADS:
-        raise ValueError(f"vit_tiny: width {width} is not a multiple of its {VIT_HEADS} attention heads")
-    return torchvision.models.VisionTransformer(
-        image_size=image_size,
-        patch_size=patch_size,
-        num_layers=VIT_LAYERS,
-        num_heads=VIT_HEADS,
-        hidden_dim=width,
-        mlp_dim=VIT_MLP_RATIO * width,
-        num_classes=num_classes,
-    )
+def kernel_problem(model: str, kernel_size: int, image_size: int) -> str | None:
+    """Why `model` cannot have a k x k first layer on images of side `image_size`, or None when it can."""
+    if kernel_size > image_size:
+        return f"the kernel size {kernel_size} is larger than the image side {image_size}"
+    check = model_spec(model).kernel_check
+    return check(kernel_size, image_size) if check else None
 
 
 def build_model(
     name: str, *, num_classes: int, kernel_size: int = 3, width: int | None = None, image_size: int = 32
 ) -> nn.Module:
-    """A freshly initialised network (init drawn from torch's global RNG: seed it around this call).
+    """A freshly initialised network of model `name` (init drawn from torch's global RNG: seed it around this call).
 
-    `width` is the number of first-layer filters (``DEFAULT_WIDTH`` when None); resnet20, vgg11_bn and vit_tiny
-    scale their later layers with it, resnet18 has torchvision's fixed 64."""
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(ARCHITECTURES)}")
-    width = width or DEFAULT_WIDTH[name]
-    if name == "linear":
-        return LinearCNN(num_classes, kernel_size, width, image_size)
-    if name == "small_cnn":
-        return SmallCNN(num_classes, kernel_size, width)
-    if name == "resnet18":
-        return resnet18(num_classes, kernel_size)
-    if name == "resnet20":
-        return ResNet20(num_classes, kernel_size, width)
-    if name == "vgg11_bn":
-        if image_size < 32:
-            raise ValueError(f"vgg11_bn needs images of at least 32x32 (five 2x2 max-pools), got {image_size}")
-        return VGG11BN(num_classes, kernel_size, width)
-    return vit_tiny(num_classes, kernel_size, width, image_size)
+    `width` is the number of first-layer filters (the spec's ``default_width`` when None)."""
+    spec = model_spec(name)
+    if problem := image_size_problem(name, image_size) or kernel_problem(name, kernel_size, image_size):
+        raise ValueError(f"{name}: {problem}")
+    if spec.fixed_width and width not in (None, spec.default_width):
+        raise ValueError(f"{name}: the width is fixed at {spec.default_width}, got {width}")
+    return spec.builder(num_classes, kernel_size, width or spec.default_width, image_size)
 
 
 def first_layer(model: nn.Module, name: str) -> nn.Conv2d:
-    """The first-layer convolution of a model built by ``build_model(name, ...)``."""
-    layer = model.get_submodule(FIRST_LAYER[name])
+    """The first-layer convolution of a network built by ``build_model(name, ...)``."""
+    from torch import nn
+
+    path = model_spec(name).first_layer
+    layer = model.get_submodule(path)
     if not isinstance(layer, nn.Conv2d) or layer.in_channels != 3:
-        raise TypeError(f"{name}: {FIRST_LAYER[name]} is not a 3-channel Conv2d but {layer}")
+        raise TypeError(f"{name}: {path} is not a 3-channel Conv2d but {layer}")
     return layer

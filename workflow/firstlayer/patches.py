@@ -1,8 +1,5 @@
-"""Patch statistics (PAPER.md section 1): exact moments of all stride-1 patches, covariance and PCA.
-
-A patch is flattened in the order of ``conv.weight.flatten(1)``: (channel, row, column). ``F.unfold`` produces
-exactly that order, which a unit test holds against a real ``nn.Conv2d``.
-"""
+"""Exact moments, covariance and PCA of all stride-1 patches, flattened like ``conv.weight.flatten(1)``
+(docs/method.md, Patch statistics)."""
 
 from __future__ import annotations
 
@@ -80,6 +77,20 @@ def raw_patch_moments(
     return raw_moments(images, kernel_size, images_per_chunk=images_per_chunk, device=device, progress=progress)[0]
 
 
+def _checked_images(images: np.ndarray | torch.Tensor, k: int, images_per_chunk: int) -> torch.Tensor:
+    """`images` as a (n, c, h, w) uint8 tensor, after the checks ``raw_moments`` needs."""
+    images = torch.as_tensor(images)
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"expected (n, c, h, w) uint8 images, got {tuple(images.shape)} {images.dtype}")
+    if not 1 <= images_per_chunk <= MAX_IMAGES_PER_CHUNK:
+        raise ValueError(f"images_per_chunk must be in [1, {MAX_IMAGES_PER_CHUNK}] (exact float32 sums)")
+    if k < 1:
+        raise ValueError(f"kernel size must be at least 1, got {k}")
+    if k > min(images.shape[-2:]):
+        raise ValueError(f"kernel size {k} is larger than the {images.shape[-2]}x{images.shape[-1]} images")
+    return images
+
+
 def raw_moments(
     images: np.ndarray | torch.Tensor,
     kernel_size: int,
@@ -88,30 +99,11 @@ def raw_moments(
     device: str | torch.device = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[PatchMoments, PatchMoments]:
-    """(n, c, h, w) uint8 images -> exact moments of all k x k patches and of all pixels (1 x 1 patches, for the
-    channel mean and std), in pixel units minus 128.
-
-    The second moment of two patch entries is a sum of products of two channel images at a relative offset
-    (di, dj) with |di|, |dj| < k, over a window that depends on where the entries sit in the patch. So instead of
-    unfolding patches (d^2 products per patch position), this computes, for every image row u, the products of
-    row u with rows u .. u+k-1 at column offsets |dj| < k, summed over images: per chunk of images one batched
-    float32 GEMM per row offset, over column blocks with a halo of k-1 columns. Pixel values minus 128 are
-    integers in [-128, 127] and at most 1024 images are summed in float32, so every partial sum is an exact
-    integer; those sums are added in float64 (exact up to 2^53). Window sums over rows and columns then give each
-    covariance entry. The result is exact: equal to a float64 computation up to that computation's own rounding,
-    and independent of chunking, so shards can be summed in any order.
-    """
-    images = torch.as_tensor(images)
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"expected (n, c, h, w) uint8 images, got {tuple(images.shape)} {images.dtype}")
-    if not 1 <= images_per_chunk <= MAX_IMAGES_PER_CHUNK:
-        raise ValueError(f"images_per_chunk must be in [1, {MAX_IMAGES_PER_CHUNK}] (exact float32 sums)")
+    """(n, c, h, w) uint8 images -> exact moments of all k x k patches and of all pixels (for the channel mean and
+    std), in pixel units minus 128, from row-product GEMMs (docs/method.md, Patch statistics)."""
+    images = _checked_images(images, kernel_size, images_per_chunk)
     n, c, h, w = images.shape
     k = kernel_size
-    if k < 1:
-        raise ValueError(f"kernel size must be at least 1, got {k}")
-    if k > min(h, w):
-        raise ValueError(f"kernel size {k} is larger than the {h}x{w} images")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -137,13 +129,8 @@ def raw_moments(
                 pixels32.zero_()
                 pending = 0
             pending += m
-            # The chunk as (row, column, channel, image) with the image index fastest, inside a zero margin: a
-            # block of b pixels of a row is then one (b*c, m) matrix, and its halo (b + 2(k-1) pixels, k-1 rows
-            # further down at most) another, both plain strided views. Halo pixels past a row's end read the
-            # next row (or the zero margin): those products are never used by a window sum below.
-            # Pixels minus 128 come from the uint8 pixels by flipping the top bit and reading the bytes as int8
-            # (x ^ 0x80 == x - 128 in two's complement): one uint8 transpose, then one converting copy. Columns
-            # w .. wp-1 and the margin are never written and stay zero.
+            # (row, column, channel, image) inside a zero margin, so a row block and its halo are strided views;
+            # halo products past a row's end are never used. x ^ 0x80 read as int8 is x - 128.
             margin = (k * wp + bh) * c * m
             if m not in buffers:
                 buffers[m] = (
@@ -256,13 +243,6 @@ def patch_moments(
     """(n, c, h, w) uint8 images -> exact moments of all their k x k patches after normalisation, in float64."""
     raw = raw_patch_moments(images, kernel_size, images_per_chunk=images_per_chunk, device=device, progress=progress)
     return normalise_moments(raw, mean, std)
-
-
-def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
-    """[start, stop) image ranges of consecutive shards of at most `shard_size` images (at least one shard)."""
-    if shard_size < 1:
-        raise ValueError(f"shard size must be positive, got {shard_size}")
-    return [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)] or [(0, 0)]
 
 
 def shard_moments_frame(

@@ -1,5 +1,6 @@
-"""Figures, drawn from tidy tables only (matplotlib with the Agg backend, seaborn styles): one function per figure of
-the report, each returning a Figure; plus the HTML pages of the report (replication table, configuration).
+"""Figures, drawn from tidy tables only (matplotlib with the Agg backend, seaborn styles): ``plot_<figure>`` for each
+figure of the report (FIGURES in workflow/rules/figures.smk), taking its tables by name and returning a Figure. The
+report's HTML pages are in firstlayer.report.
 
 Every function accepts whatever the grid produced: one or many datasets and architectures, 27/75/147 components,
 one or several seeds, runs with a frozen first layer or none."""
@@ -7,9 +8,8 @@ one or several seeds, runs with a frozen first layer or none."""
 from __future__ import annotations
 
 import functools
-import html
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib
@@ -20,14 +20,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import yaml
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from firstlayer.analysis import LEARNING_MODES, RUN_KEYS
+from firstlayer.analysis import LEARNING_MODES, MATCHED_TAU_TOLERANCE, RUN_KEYS
 from firstlayer.energy import pca_basis, snapshot_arrays
 from firstlayer.theory import formula_profile, init_aware_profile
 
@@ -391,13 +390,22 @@ def tile_mosaic(tiles: np.ndarray, columns: int | None = None, gap: int = 1) -> 
     return out
 
 
+def first_seed_ends(snapshots: pd.DataFrame) -> pd.DataFrame:
+    """The snapshot rows the filter figure draws: each run family's first seed, at step 0 and at its last step."""
+    family = ["dataset", "arch", "labels"]
+    first = snapshots["seed"] == snapshots.groupby(family)["seed"].transform("min")
+    rows = snapshots[first]
+    return rows[rows["step"].eq(0) | rows["step"].eq(rows.groupby(family)["step"].transform("max"))]
+
+
 @_styled
 def plot_filters(snapshots: pd.DataFrame, pca: pd.DataFrame) -> Figure:
-    """For each run in ``snapshots`` (rows: dataset, arch, labels, seed, step, filter, position, weight): its
-    first-layer filters at initialisation, at the last snapshot and their change W - W0 as RGB tiles (the change
-    shows what was learned when the init still dominates W), and the PCA basis u_i of its
+    """For the first seed of each run family in ``snapshots`` (rows: dataset, arch, labels, seed, step, filter,
+    position, weight): its first-layer filters at initialisation, at the last snapshot and their change W - W0 as
+    RGB tiles (the change shows what was learned when the init still dominates W), and the PCA basis u_i of its
     dataset (``pca`` rows: dataset, kernel_size, component, eigenvalue, eigenvector) drawn as k×k×3 patches in
     order of decreasing eigenvalue. At most 64 tiles per panel."""
+    snapshots = first_seed_ends(snapshots)
     runs = snapshots[RUN_KEYS].drop_duplicates().sort_values(["arch", "dataset", "labels", "seed"])
     if runs.empty:
         return _empty_figure("no first-layer snapshots in this run")
@@ -448,6 +456,60 @@ def _step_edges(steps: np.ndarray) -> np.ndarray:
     return np.concatenate([[steps[0] ** 2 / mid[0]], mid, [steps[-1] ** 2 / mid[-1]]])
 
 
+def _evolution_heatmap(fig: Figure, ax: plt.Axes, rows: pd.DataFrame) -> None:
+    """One family's normalised profile (mean over seeds) over steps and components, log colour scale, its peak
+    component marked, with an inset colour bar."""
+    grid = rows.pivot_table(index="component", columns="step", values="normalised_energy", aggfunc="mean")
+    steps = grid.columns.to_numpy(dtype=np.float64)
+    components = grid.index.to_numpy()
+    values = grid.to_numpy()
+    # cells of equal height on the log component axis: edges at the geometric midpoints sqrt(i (i + 1))
+    edges = np.sqrt(np.arange(len(components) + 1) * np.arange(1, len(components) + 2))
+    edges[0] = 1 / np.sqrt(2)
+    norm = LogNorm(vmin=1e-3, vmax=1.0, clip=True)
+    mesh = ax.pcolormesh(_step_edges(steps), edges, values, cmap="magma", norm=norm, shading="flat")
+    mesh.set_rasterized(True)  # a bitmap inside the SVG: thousands of cells stay small and fast
+    has_peak = ~np.all(np.isnan(values), axis=0)
+    peaks = components[np.argmax(np.where(np.isnan(values), -np.inf, values), axis=0)]
+    ax.plot(steps[has_peak], peaks[has_peak], "o", ms=4, mfc="none", mew=1.2, color="#00e5ff")
+    ax.set_xscale("log")
+    ax.set_yscale("log")  # the leading components carry most of the energy
+    ax.set_ylim(edges[0], edges[-1])
+    _plain_log_ticks(ax.yaxis)
+    ax.set_ylabel("PCA component $i$")
+    ax.grid(False)
+    # an inset colour bar keeps the heatmap as wide as the τ panel below it, so their step axes line up
+    fig.colorbar(mesh, cax=ax.inset_axes([1.03, 0.0, 0.04, 1.0]), label=ENERGY_LABEL)
+
+
+def _tau_panel(ax: plt.Axes, family: pd.DataFrame) -> None:
+    """One family's fitted τ over steps: per seed (dots) and their geometric mean (line) for each formula, and the
+    line τ ∝ step through the last one-parameter τ."""
+    taus = []
+    for formula, colour in (("one_parameter", "black"), ("init_aware", "#d62728")):
+        f = family[family["formula"] == formula]
+        if f.empty:
+            continue
+        ax.plot(f["step"], f["tau"], ".", color=colour, alpha=0.35, ms=4)
+        mean = f.groupby("step")["tau"].agg(_geometric_mean)
+        ax.plot(mean.index, mean.to_numpy(), "-", color=colour, lw=1.4)
+        taus.append(f["tau"].to_numpy())
+        if formula == "one_parameter" and np.isfinite(mean.iloc[-1]):
+            reference = mean.iloc[-1] * mean.index.to_numpy(np.float64) / mean.index[-1]
+            ax.plot(mean.index, reference, ":", color="#7f7f7f", lw=1.2)
+            taus.append(reference)
+    ax.set_yscale("log")
+    values = np.concatenate(taus) if taus else np.array([])
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values):  # at least one decade, so that a major tick is labelled
+        centre = np.sqrt(values.min() * values.max())
+        ax.set_ylim(min(values.min(), centre / 4) / 1.3, max(values.max(), centre * 4) * 1.3)
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(r"effective time $\tau$")
+
+
 @_styled
 def plot_evolution(energy: pd.DataFrame, fits: pd.DataFrame, *, kind: str = "W-W0") -> Figure:
     """How the profile of ``kind`` evolves: per dataset and architecture (true labels, else random), a heatmap of
@@ -465,59 +527,15 @@ def plot_evolution(energy: pd.DataFrame, fits: pd.DataFrame, *, kind: str = "W-W
     fig = plt.figure(figsize=(4.6 * ncols, 5.0 * nrows + 0.6))
     outer = fig.add_gridspec(nrows, ncols)
     fits = fits[(fits["kind"] == kind) & (fits["step"] > 0)]
-    norm = LogNorm(vmin=1e-3, vmax=1.0, clip=True)
     for i, (dataset, arch, labels) in enumerate(families):
         inner = outer[divmod(i, ncols)].subgridspec(2, 1, height_ratios=[2.2, 1.2], hspace=0.08)
         ax_heat = fig.add_subplot(inner[0])
         ax_tau = fig.add_subplot(inner[1], sharex=ax_heat)
         ax_heat.tick_params(labelbottom=False)
-        rows = data[(data["dataset"] == dataset) & (data["arch"] == arch) & (data["labels"] == labels)]
-        grid = rows.pivot_table(index="component", columns="step", values="normalised_energy", aggfunc="mean")
-        steps = grid.columns.to_numpy(dtype=np.float64)
-        components = grid.index.to_numpy()
-        values = grid.to_numpy()
-        # cells of equal height on the log component axis: edges at the geometric midpoints sqrt(i (i + 1))
-        edges = np.sqrt(np.arange(len(components) + 1) * np.arange(1, len(components) + 2))
-        edges[0] = 1 / np.sqrt(2)
-        mesh = ax_heat.pcolormesh(_step_edges(steps), edges, values, cmap="magma", norm=norm, shading="flat")
-        mesh.set_rasterized(True)  # a bitmap inside the SVG: thousands of cells stay small and fast
-        has_peak = ~np.all(np.isnan(values), axis=0)
-        peaks = components[np.argmax(np.where(np.isnan(values), -np.inf, values), axis=0)]
-        ax_heat.plot(steps[has_peak], peaks[has_peak], "o", ms=4, mfc="none", mew=1.2, color="#00e5ff")
-        ax_heat.set_xscale("log")
-        ax_heat.set_yscale("log")  # the leading components carry most of the energy
-        ax_heat.set_ylim(edges[0], edges[-1])
-        _plain_log_ticks(ax_heat.yaxis)
-        ax_heat.set_ylabel("PCA component $i$")
-        ax_heat.grid(False)
+        _evolution_heatmap(fig, ax_heat, data[(data["dataset"] == dataset) & (data["arch"] == arch)
+                                              & (data["labels"] == labels)])  # fmt: skip
         ax_heat.set_title(f"{dataset} / {arch}, {_label_name(labels)}")
-        # an inset colour bar keeps the heatmap as wide as the τ panel below it, so their step axes line up
-        fig.colorbar(mesh, cax=ax_heat.inset_axes([1.03, 0.0, 0.04, 1.0]), label=ENERGY_LABEL)
-        family = fits[(fits["dataset"] == dataset) & (fits["arch"] == arch) & (fits["labels"] == labels)]
-        taus = []
-        for formula, colour in (("one_parameter", "black"), ("init_aware", "#d62728")):
-            f = family[family["formula"] == formula]
-            if f.empty:
-                continue
-            ax_tau.plot(f["step"], f["tau"], ".", color=colour, alpha=0.35, ms=4)
-            mean = f.groupby("step")["tau"].agg(_geometric_mean)
-            ax_tau.plot(mean.index, mean.to_numpy(), "-", color=colour, lw=1.4)
-            taus.append(f["tau"].to_numpy())
-            if formula == "one_parameter" and np.isfinite(mean.iloc[-1]):
-                reference = mean.iloc[-1] * mean.index.to_numpy(np.float64) / mean.index[-1]
-                ax_tau.plot(mean.index, reference, ":", color="#7f7f7f", lw=1.2)
-                taus.append(reference)
-        ax_tau.set_yscale("log")
-        if taus:  # at least one decade, so that a major tick is labelled
-            values = np.concatenate(taus)
-            values = values[np.isfinite(values) & (values > 0)]
-            if len(values):
-                centre = np.sqrt(values.min() * values.max())
-                ax_tau.set_ylim(min(values.min(), centre / 4) / 1.3, max(values.max(), centre * 4) * 1.3)
-        ax_tau.yaxis.set_minor_formatter(NullFormatter())
-        _plain_log_ticks(ax_tau.xaxis)
-        ax_tau.set_xlabel("training step")
-        ax_tau.set_ylabel(r"effective time $\tau$")
+        _tau_panel(ax_tau, fits[(fits["dataset"] == dataset) & (fits["arch"] == arch) & (fits["labels"] == labels)])
     handles = [
         Line2D([], [], ls="", marker="o", mfc="none", mew=1.2, color="#00e5ff", label="peak component"),
         Line2D([], [], color="black", lw=1.4, marker=".", label=r"fitted $\tau$ (one-parameter)"),
@@ -539,6 +557,16 @@ STAGE_NAMES = {
     "trained": "trained $W$ (last step)",
 }
 STAGE_COLOURS = {"data": "#bdbdbd", "init": "#6baed6", "trained": "#08519c"}
+
+
+def _jitter_x(dots: Sequence[Any], width: float) -> None:
+    """Spread each group of dots along x by up to ±``width``, from a fixed seed: seaborn's own jitter draws from
+    NumPy's global generator, so the same table gave a different figure each time."""
+    rng = np.random.default_rng(0)
+    for group in dots:
+        xy = np.asarray(group.get_offsets())
+        if len(xy) > 1:
+            group.set_offsets(np.column_stack([xy[:, 0] + rng.uniform(-width, width, len(xy)), xy[:, 1]]))
 
 
 @_styled
@@ -563,7 +591,9 @@ def plot_whitening(whitening: pd.DataFrame) -> Figure:
         common = {"data": sub, "x": "condition", "y": "flatness", "hue": "stage", "order": order,
                   "hue_order": stages, "ax": ax, "legend": False}  # fmt: skip
         sns.barplot(**common, palette=STAGE_COLOURS, errorbar=None, alpha=0.9)
-        sns.stripplot(**common, palette=dict.fromkeys(stages, "black"), dodge=True, size=3, jitter=0.08)
+        drawn = len(ax.collections)
+        sns.stripplot(**common, palette=dict.fromkeys(stages, "black"), dodge=True, size=3, jitter=False)
+        _jitter_x(ax.collections[drawn:], 0.08 / len(stages))
         ax.set_title(dataset)
         ax.set_xlabel("")
         ax.set_yscale("log")  # eigenvalues spanning decades give flatness far below 1: a log axis shows the changes
@@ -662,9 +692,10 @@ def _check_steps(steps: Sequence[int], count: int = 4) -> list[int]:
 
 @_styled
 def plot_linear_check(profiles: pd.DataFrame, summary: pd.DataFrame) -> Figure:
-    """The exact linear check (PAPER.md §4): per dataset, the energy profile of a bank of linear filters trained by
-    gradient descent on patches (markers) against the closed form (line) and the formula (dashed) at a few steps;
-    below, the largest relative weight error and the profile's correlation with the formula at every step."""
+    """The exact linear check (docs/method.md, "The exact linear check"): per dataset, the energy profile of a bank
+    of linear filters trained by gradient descent on patches (markers) against the closed form (line) and the formula
+    (dashed) at a few steps; below, the largest relative weight error and the profile's correlation with the formula
+    at every step."""
     datasets = sorted(profiles["dataset"].unique())
     if not datasets:
         return _empty_figure("no exact linear check in this run")
@@ -714,64 +745,56 @@ def plot_linear_check(profiles: pd.DataFrame, summary: pd.DataFrame) -> Figure:
                 title="profile vs formula")  # fmt: skip
     corr_ax.legend(fontsize=7, loc="best")
     handles = [Line2D([], [], color="black", label=CHECK_NAMES[n], **s) for n, s in CHECK_STYLES.items()]
-    return _finish(fig, "Exact check of the linear-systems closed form (PAPER.md §4)", handles)
+    return _finish(fig, "Exact check of the linear-systems closed form", handles)
 
 
-# ------------------------------------------------------------------------ HTML pages of the report
+# ------------------------------------------------------------------------ 9. consistency at matched effective time
 
-PAGE_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.3em; } p { max-width: 60em; }
-table { border-collapse: collapse; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 0.35em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f2f2f2; }
-td.yes { background: #e5f5e0; } td.no { background: #fde0dd; } td.not-run { background: #f0f0f0; color: #666; }
-pre { background: #f7f7f7; border: 1px solid #ddd; padding: 1em; font-size: 0.85em; overflow-x: auto; }
-"""
+#: The single-factor relations shown by the matched-tau figure, in this order.
+MATCHED_RELATIONS = {"seed": "seed vs seed", "architecture": "architecture vs architecture",
+                     "dataset": "dataset vs dataset", "labels": "true vs random labels"}  # fmt: skip
+RELATION_COLOURS = {"seed": "#1f77b4", "architecture": "#d62728", "dataset": "#2ca02c", "labels": "#ff7f0e"}
 
 
-def html_page(title: str, body: str) -> str:
-    """A standalone HTML page (inline style, no scripts, no external resources)."""
-    title = html.escape(title)
-    head = f'<meta charset="utf-8">\n<title>{title}</title>\n<style>{PAGE_STYLE}</style>'
-    page = f"<head>\n{head}\n</head>\n<body>\n<h1>{title}</h1>\n{body}\n</body>"
-    return f'<!DOCTYPE html>\n<html lang="en">\n{page}\n</html>\n'
+def _binned_median(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median of y in each bin of x that holds a value: (bin centres, medians)."""
+    which = np.digitize(x, edges[1:-1])
+    keep = [i for i in range(len(edges) - 1) if np.any(which == i)]
+    return (edges[keep] + edges[np.add(keep, 1)]) / 2, np.array([np.median(y[which == i]) for i in keep])
 
 
-def _holds_cell(value: Any) -> tuple[str, str]:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "not run", "not-run"
-    return ("yes", "yes") if bool(value) else ("no", "no")
-
-
-def replication_html(table: pd.DataFrame) -> str:
-    """The replication table (claim, paper, condition, measured, value, criterion, holds) as an HTML page, one row
-    per claim and condition, 'holds' coloured."""
-    columns = ["claim", "paper", "condition", "measured", "criterion", "holds"]
-    missing = [c for c in columns if c not in table]
-    if missing:
-        raise ValueError(f"replication table lacks columns {missing}")
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = []
-    for row in table.itertuples(index=False):
-        text, css = _holds_cell(row.holds)
-        cells = "".join(f"<td>{html.escape(str(getattr(row, c)))}</td>" for c in columns[:-1])
-        body.append(f'<tr>{cells}<td class="{css}">{text}</td></tr>')
-    held = sum(_holds_cell(v)[0] == "yes" for v in table["holds"])
-    tested = sum(_holds_cell(v)[0] != "not run" for v in table["holds"])
-    intro = (
-        f"<p>{held} of {tested} tested claims hold on this run ({len(table) - tested} not run by this grid). "
-        "Every number comes from the run's tables.</p>"
+@_styled
+def plot_matched_tau(distances: pd.DataFrame, matched: pd.DataFrame) -> Figure:
+    """Per relation (seed, architecture, dataset, labels): the Pearson correlation of every pair of W - W0 snapshot
+    profiles of every pair of runs against the distance |ln tau_a - ln tau_b| of their fitted effective times (fits at
+    the tau grid's bound left out), with the binned median, each pair of runs' matched snapshots (ringed) and the
+    matching tolerance (docs/method.md, Matched effective time)."""
+    relations = [r for r in MATCHED_RELATIONS if r in set(distances["relation"])]
+    if not relations:
+        return _empty_figure("no pair of runs differing in one factor has snapshots off the tau grid's bound")
+    fig, axes, spare = _panel_axes(len(relations), ncols=2, width=4.4, height=3.3, sharex=True, sharey=True)
+    high = max(float(distances["log_tau_distance"].max()), MATCHED_TAU_TOLERANCE * 1.5)
+    edges = np.linspace(0.0, high, 13)
+    for ax, rel in zip(axes, relations, strict=True):
+        d = distances[distances["relation"] == rel]
+        m = matched[(matched["relation"] == rel) & matched["matched"].astype(bool)]
+        colour = RELATION_COLOURS[rel]
+        ax.scatter(d["log_tau_distance"], d["correlation"], s=6, color=colour, alpha=0.25, linewidths=0)
+        ax.scatter(m["log_tau_distance"], m["correlation"], s=26, facecolors="none", edgecolors="black", lw=0.8)
+        x, y = _binned_median(d["log_tau_distance"].to_numpy(), d["correlation"].to_numpy(), edges)
+        ax.plot(x, y, color=colour, lw=2)
+        ax.axvline(MATCHED_TAU_TOLERANCE, color="#444444", ls="--", lw=1)
+        pairs = d.groupby([f"{k}_{s}" for k in RUN_KEYS for s in "ab"]).ngroups
+        ax.set_title(f"{MATCHED_RELATIONS[rel]}\n{pairs} pairs of runs ({len(m)} matched), {len(d)} of snapshots")
+        ax.set_xlabel(r"effective-time distance $|\ln\tau_a - \ln\tau_b|$")
+        ax.set_ylabel("Pearson correlation of the two profiles")
+    handles = [
+        Line2D([], [], marker="o", ls="", color="#777777", alpha=0.5, label="a pair of snapshots (colour: relation)"),
+        Line2D([], [], color="#777777", lw=2, label="median in bins of the distance"),
+        Line2D([], [], marker="o", ls="", mfc="none", mec="black", label="matched snapshots of a pair of runs"),
+        Line2D([], [], color="#444444", ls="--", label=r"matching tolerance: $\tau$ within a factor 2"),
+    ]
+    title = (
+        "Correlation of W − W0 profiles against the distance of their effective times\n(fits off the τ grid's bound)"
     )
-    table_html = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
-    return html_page("Replication of Chowers & Weiss (ICML 2023) on this run", intro + "\n" + table_html)
-
-
-def configuration_html(config: Mapping[str, Any], sources: Mapping[str, str], config_hash: str) -> str:
-    """The run's configuration as an HTML page: the validated configuration with every default filled in, and
-    the text of each config file as given (``sources``: path -> text)."""
-    parts = [f"<p>Validated configuration (defaults filled in), hash <code>{html.escape(config_hash)}</code>.</p>",
-             f"<pre>{html.escape(yaml.safe_dump(dict(config), sort_keys=False))}</pre>"]  # fmt: skip
-    for path, text in sources.items():
-        parts.append(f"<h2>{html.escape(path)} (as given)</h2>\n<pre>{html.escape(text)}</pre>")
-    return html_page("Configuration of this run", "\n".join(parts))
+    return _finish(fig, title, handles, spare)

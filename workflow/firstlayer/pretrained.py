@@ -1,16 +1,6 @@
-"""Energy profiles of the first layer of pretrained torchvision ImageNet models (PAPER.md section 3: the paper fits
-ResNet-18 on ImageNet, 7x7x3 = 147 components).
-
-Nothing is downloaded. A checkpoint is read from a configured path, or from where torchvision itself would have
-stored it: ``torch.hub.get_dir()/checkpoints/<file name of the weights' url>``. Only the first-layer tensor is read
-from it (memory-mapped when the file is in torch's zip format), so no network is built.
-
-The profile is taken in the PCA basis of the dataset's patches normalised as *the model's* input is, with the
-mean and std of the weights' own preprocessing (ImageNet's for these models), not the dataset's: the first layer
-computes ``w . z`` on those inputs. The raw (pixel - 128) moments of the shard tables are exact, so
-``normalise_moments`` gives the exact moments of the patches under that normalisation. The patches are those of
-the dataset's images at their own size (32x32 crops, not ImageNet's 224x224 views).
-"""
+"""First-layer energy profiles of pretrained torchvision ImageNet models, in the PCA basis of the dataset's patches
+normalised as the model's input (docs/method.md, The energy profile). Nothing is downloaded: the checkpoint comes
+from a configured path or torchvision's hub cache, and only its first-layer tensor is read."""
 
 from __future__ import annotations
 
@@ -127,7 +117,7 @@ def first_layer_profile(
     weight: np.ndarray, raw: PatchMoments, mean: np.ndarray, std: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(K, 3, k, k) filters, raw patch moments and the model's input mean/std -> eigenvalues (d,) of the patches
-    normalised that way and the filters' energy (d,) in their PCA basis (PAPER.md section 2)."""
+    normalised that way and the filters' energy (d,) in their PCA basis (docs/method.md, The energy profile)."""
     eigenvalues, basis = patch_pca(normalise_moments(raw, mean, std).covariance())
     return eigenvalues, energy_profile(weight.reshape(weight.shape[0], -1), basis)
 

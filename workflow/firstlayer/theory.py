@@ -1,15 +1,5 @@
-"""The linear-systems formula (PAPER.md section 4), its fits, and an exact check of it.
-
-e_i(tau) ∝ (1 - exp(-tau * lambda_i)) / sqrt(lambda_i): the profile of a linear filter bank after gradient
-descent for effective time tau = eta * t from a small init. Fitting picks tau, on a log grid refined locally,
-to maximise the Pearson correlation with a measured profile; all profiles and all taus are scored at once by one
-matrix product (no loop over step counts).
-
-The init-aware variant adds the initial weights' share beta (``fit_init_aware``):
-``W - W0``: e_i^2 ∝ g_i^2 (1/lambda_i + beta); raw ``W``: e_i^2 ∝ exp(-2 tau lambda_i) beta' + g_i^2 / lambda_i,
-with g_i = 1 - exp(-tau lambda_i). ``linear_check`` simulates full-batch gradient descent of a bank of linear
-patch filters on random targets and compares it, step by step, with the closed form.
-"""
+"""The linear-systems formula e_i ∝ (1 - exp(-tau lambda_i)) / sqrt(lambda_i), its two fits and its exact check
+(docs/method.md: The linear-systems formula, Fitting the formula, The exact linear check)."""
 
 from __future__ import annotations
 
@@ -69,11 +59,8 @@ class Fit:
 def fit_effective_time(
     profiles: np.ndarray, eigenvalues: np.ndarray, *, points_per_decade: int = 40, decades_beyond: float = 2.0
 ) -> Fit:
-    """(P, d) or (d,) measured profiles -> the tau maximising each one's correlation with the formula.
-
-    A coarse log grid is scored for all profiles at once, then local 33-point grids spanning one step of the
-    previous grid on either side of each best point refine it (REFINEMENTS rounds).
-    """
+    """(P, d) or (d,) measured profiles -> the tau maximising each one's correlation with the formula: a log grid
+    scored for all profiles at once, refined locally (docs/method.md, Fitting the formula)."""
     p = _standardise(np.atleast_2d(np.asarray(profiles, dtype=np.float64)))
     taus = tau_grid(eigenvalues, points_per_decade, decades_beyond)
     model = _standardise(formula_profile(eigenvalues, taus))  # (T, d)
@@ -101,11 +88,8 @@ RHO_GRID = np.concatenate([[0.0], np.logspace(-4, 4, 33)])
 
 
 def init_aware_profile(eigenvalues: np.ndarray, tau: np.ndarray, beta: np.ndarray, kind: str) -> np.ndarray:
-    """(d,) eigenvalues, (T,) tau and (T,) beta -> (T, d) expected energy profiles with an i.i.d. init.
-
-    kind 'W-W0': e_i = g_i * sqrt(1/lambda_i + beta); kind 'W': e_i = sqrt(exp(-2 tau lambda_i) beta + g_i^2/lambda_i),
-    where g_i = 1 - exp(-tau lambda_i). beta is in units of 1/lambda (the init's energy per direction relative to
-    the learned part's scale)."""
+    """(d,) eigenvalues, (T,) tau and (T,) beta -> (T, d) expected profiles of kind 'W-W0' or 'W' with an i.i.d.
+    init, beta in units of 1/lambda (docs/method.md, The linear-systems formula)."""
     lam = _floor(eigenvalues)
     t = np.asarray(tau, dtype=np.float64)[..., None]
     b = np.asarray(beta, dtype=np.float64)[..., None]
@@ -164,15 +148,8 @@ def fit_init_aware(
     block: int = 2048,
     one: Fit | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(P, d) or (d,) profiles of one kind ('W' or 'W-W0') -> (tau, beta, correlation), each (P,).
-
-    beta = rho * scale(tau) (see ``_beta_scale``): a coarse (tau, rho) grid, rho in {0} and 33 log-spaced values
-    over 8 decades, is scored for all profiles at once; three rounds of a local 9 x 9 grid in (log tau, log rho),
-    each a quarter of the previous spacing, refine it (profiles in blocks of ``block``, to bound memory). The
-    one-parameter formula is the rho = 0 case; where its finer one-parameter fit scores higher, that fit (beta = 0)
-    is returned, so the init-aware correlation is never below the one-parameter one. Pass ``one``, the profiles'
-    ``fit_effective_time`` result, when it is at hand (it is computed here otherwise).
-    """
+    """(P, d) or (d,) profiles of one kind ('W' or 'W-W0') -> (tau, beta, correlation), each (P,), never below the
+    one-parameter fit ``one`` (computed when not given); see docs/method.md, Fitting the formula."""
     if kind not in ("W", "W-W0"):
         raise ValueError(f"unknown profile kind {kind!r}; allowed: W, W-W0")
     p_all = _standardise(np.atleast_2d(np.asarray(profiles, dtype=np.float64)))
@@ -212,13 +189,8 @@ def fit_init_aware(
 
 
 def fit_frame(energy: pd.DataFrame, *, points_per_decade: int = 40, decades_beyond: float = 2.0) -> pd.DataFrame:
-    """Tidy energy (one row per component) -> two rows per profile: the one-parameter fit (formula 'one_parameter',
-    beta 0) and the init-aware fit (formula 'init_aware', tau and beta), each with its correlation; at_bound flags a
-    one-parameter tau at an end of the grid.
-
-    Profiles are identified by every column other than component, eigenvalue and energy; those measured against
-    the same PCA (dataset, kernel size) and of the same kind are fitted together in vectorised calls.
-    """
+    """Tidy energy -> two rows per profile (every column but component, eigenvalue and energy identifies one):
+    formula 'one_parameter' (tau, beta 0) and 'init_aware' (tau, beta), each with its correlation and at_bound."""
     value_cols = {"component", "eigenvalue", "energy"}
     id_cols = [c for c in energy.columns if c not in value_cols]
     out = []
@@ -288,13 +260,11 @@ def check_steps(eigenvalues: np.ndarray, eta_fraction: float, count: int, max_st
 def linear_check(
     patches: np.ndarray, *, filters: int = 256, steps: np.ndarray | list[int], eta_fraction: float = 0.5, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The exact check of PAPER.md section 4 on (N, d) patches (centred here, so C is their covariance).
+    """``filters`` linear filters regressing standard-normal targets on (N, d) patches (centred here) by gradient
+    descent with eta = eta_fraction / lambda_max, against the closed form (docs/method.md, The exact linear check).
 
-    ``filters`` linear filters regress independent standard-normal targets by full-batch gradient descent from
-    zero with eta = eta_fraction / lambda_max. Returns
-    (profiles: step, component, eigenvalue, profile in {simulated, closed_form, formula, formula_exp}, energy;
-     summary: step, eta, filters, max_relative_weight_error, correlation_formula, correlation_formula_exp).
-    'formula' is (1 - (1 - eta lambda)^t) / sqrt(lambda), 'formula_exp' its exp(-tau lambda) form with tau = eta t.
+    Returns (profiles: step, component, eigenvalue, profile in {simulated, closed_form, formula, formula_exp}, energy;
+    summary: step, eta, filters, max_relative_weight_error, correlation_formula, correlation_formula_exp).
     """
     p = np.asarray(patches, dtype=np.float64)
     p = p - p.mean(axis=0)

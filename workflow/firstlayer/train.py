@@ -1,19 +1,9 @@
 """Training, the airbench way: the dataset is one uint8 tensor on the device, batches are slices of seeded
 permutations, no DataLoader and no host sync in the step loop; first-layer snapshots at chosen steps.
 
-``train`` trains one network; ``train_seeds`` trains several seeds of one architecture at once, in one process,
-and gives each seed the result ``train`` would have given it (to float rounding).
-
-Both can resume: given a checkpoint path they save their whole progress there every few minutes and when asked to
-stop (``StopFlag``, set by SIGTERM/SIGUSR1 under ``stop_on_signals``), then raise ``TrainingInterrupted``; a later
-call with the same path, settings, data and init continues from it, and ends bitwise where an uninterrupted run
-ends (on a CPU).
-
-Precision (``TrainSettings.precision``): every layer after the first may run under bfloat16 autocast, the airbench
-way, while the first layer always computes in float32 (its input, weights, output and weight gradient; on CUDA with
-TF32 off). The first layer's gradient is a sum of image patches weighted by the gradient arriving from above, so
-rounding the layers above only reweights the patches; rounding the patches themselves (a bfloat16 first layer)
-adds white noise in patch space, which shows up in the low-variance PCA components this study measures."""
+One loop (``_run``) owns the bookkeeping (labels, batch order, augmentation, schedules, checkpoints, progress, the
+divergence check); a stepper does the steps: ``train`` one module, ``train_seeds`` several seeds stacked. The first
+layer always computes in float32 (docs/method.md, Training precision)."""
 
 from __future__ import annotations
 
@@ -39,7 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from firstlayer.models import FIRST_LAYER, build_model, first_layer
+from firstlayer.config import schema_default
+from firstlayer.datasets import PreparedDataset, channel_stats
+from firstlayer.models import build_model, first_layer, model_spec, stackable_models
 from firstlayer.patches import normalise
 
 #: Label modes: true labels; a seeded permutation of them; true labels with the first layer frozen at its init.
@@ -55,35 +47,62 @@ CROP_PAD = 4
 #: (a CUDA GPU with bfloat16, a CPU with AVX512-BF16 or AMX), else float32; float32 throughout; bfloat16 always.
 PRECISIONS = ("auto", "float32", "bfloat16")
 
-#: Architectures ``train_seeds`` can train several seeds of at once (no BatchNorm: no per-seed running statistics).
-STACKABLE = ("linear", "small_cnn")
+
+def _is_linear(model_name: str) -> bool:
+    """A network linear in its input: it trains in float32 and steps in input space (``_linear_stacked``)."""
+    return model_spec(model_name).linear
+
+
+def _default(section: str, key: str) -> Any:
+    """A field default read from the config schema, the one home of the defaults."""
+    return field(default_factory=lambda: schema_default(section, key))
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimiser and schedule of one run (one architecture entry of the config plus the run's keys)."""
+    """Optimiser and schedule of one run (one architecture entry of the config plus the run's keys); unset fields
+    take the config schema's defaults."""
 
     steps: int
     lr: float
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
     labels: str = "true"
     seed: int = 0
     snapshot_steps: tuple[int, ...] = ()
     eval_steps: tuple[int, ...] = ()
-    train_eval_size: int = 1024
-    eval_batch_size: int = 512
-    device: str = "cpu"
-    #: ``torch.compile`` the training forward (the eager module stays the one evaluated and snapshotted). Meant for
-    #: GPUs: on a CPU the compile time (tens of seconds, a C compiler needed) rarely pays for itself.
-    compile: bool = False
+    batch_size: int = _default("architecture", "batch_size")
+    optimizer: str = _default("architecture", "optimizer")
+    momentum: float = _default("architecture", "momentum")
+    weight_decay: float = _default("architecture", "weight_decay")
     #: Random crop (reflect-pad ``CROP_PAD`` px, random window) and horizontal flip of every training batch.
-    augment: bool = False
-    #: One of ``PRECISIONS``; the first layer is float32 whatever this says (see the module docstring). float32
-    #: here, the same arithmetic on every machine; the workflow's ``training.precision`` defaults to auto.
-    precision: str = "float32"
+    augment: bool = _default("architecture", "augment")
+    train_eval_size: int = _default("training", "train_eval_size")
+    eval_batch_size: int = _default("training", "eval_batch_size")
+    device: str = _default("training", "device")
+    #: ``torch.compile`` the training forward (for GPUs: on a CPU the compile time rarely pays for itself).
+    compile: bool = _default("training", "compile")
+    #: One of ``PRECISIONS``, for the layers above the first (which is float32 whatever this says).
+    precision: str = _default("training", "precision")
+    #: Steps between progress lines (and divergence checks); does not change the result.
+    log_every: int = _default("training", "log_every")
+
+    @classmethod
+    def from_config(cls, job: Mapping[str, Any], n_train: int) -> TrainSettings:
+        """The settings of a workflow training job: `job` is the rule's validated ``settings`` (dataset, arch,
+        labels, seeds, architecture, snapshots, training), `n_train` its number of training images."""
+        arch, training = job["architecture"], job["training"]
+        steps = resolve_steps(arch.get("steps"), arch.get("epochs"), n_train, arch["batch_size"])
+        optimiser = {k: arch[k] for k in ("lr", "batch_size", "optimizer", "momentum", "weight_decay", "augment")}
+        run = {k: training[k] for k in ("train_eval_size", "eval_batch_size", "device", "compile", "precision")}
+        return cls(
+            steps=steps,
+            labels=job["labels"],
+            seed=job["seeds"][0],
+            snapshot_steps=log_schedule(steps, job["snapshots"]["count"]),
+            eval_steps=log_schedule(steps, arch.get("eval_points", training["eval_points"])),
+            log_every=training["log_every"],
+            **optimiser,
+            **run,
+        )
 
 
 @dataclass
@@ -119,7 +138,7 @@ def random_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 def init_model(
-    arch: str,
+    model_name: str,
     *,
     num_classes: int,
     kernel_size: int,
@@ -131,13 +150,15 @@ def init_model(
     """A network whose initial weights depend on `seed` alone (torch's global RNG is forked and restored).
 
     The first layer's weights (and bias) are multiplied by `init_scale` right after the default init: a small
-    scale approaches the small-init regime of the linear theory (PAPER.md section 4)."""
+    scale approaches the small-init regime of the linear theory (docs/method.md, The linear-systems formula)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(arch, num_classes=num_classes, kernel_size=kernel_size, width=width, image_size=image_size)
+        model = build_model(
+            model_name, num_classes=num_classes, kernel_size=kernel_size, width=width, image_size=image_size
+        )
     if init_scale != 1.0:
         with torch.no_grad():
-            for p in first_layer(model, arch).parameters():
+            for p in first_layer(model, model_name).parameters():
                 p.mul_(init_scale)
     return model
 
@@ -200,14 +221,14 @@ def native_bfloat16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(name: str, device: torch.device, arch: str) -> torch.dtype | None:
+def resolve_precision(name: str, device: torch.device, model_name: str) -> torch.dtype | None:
     """``TrainSettings.precision`` -> the autocast dtype above the first layer (None: float32 throughout).
 
     The linear CNN always trains in float32: everything it computes is its first layer (``train_seeds`` folds its
     readout into the filters, in input space), so there is nothing above it to round."""
     if name not in PRECISIONS:
         raise ValueError(f"unknown precision {name!r}; allowed: {', '.join(PRECISIONS)}")
-    if arch == "linear" or name == "float32" or (name == "auto" and not native_bfloat16(device)):
+    if _is_linear(model_name) or name == "float32" or (name == "auto" and not native_bfloat16(device)):
         return None
     return torch.bfloat16
 
@@ -296,20 +317,6 @@ class _Batches:
         idx = self.perm[self.pos : self.pos + self.bs]
         self.pos += self.bs
         return idx
-
-
-@torch.no_grad()
-def correct_count(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep: Callable[[torch.Tensor], torch.Tensor], batch: int
-) -> torch.Tensor:
-    """Number of correctly classified images, as a device tensor (no host sync)."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
-    for i in range(0, x.shape[0], batch):
-        correct += (model(prep(x[i : i + batch])).argmax(1) == y[i : i + batch]).sum()
-    model.train(was_training)
-    return correct
 
 
 # ------------------------------------------------------------------------ stopping and resuming
@@ -439,6 +446,10 @@ def _check_labels(labels: str) -> None:
         raise ValueError(f"unknown label mode {labels!r}; allowed: {', '.join(LABEL_MODES)}")
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: nothing trained from here on is a result."""
+
+
 def _train_metrics(
     losses: np.ndarray, evals: Mapping[int, tuple[int, int]], eval_size: int, test_size: int
 ) -> pd.DataFrame:
@@ -450,9 +461,371 @@ def _train_metrics(
     return pd.DataFrame(rows, columns=["step", "metric", "value"])
 
 
+# ------------------------------------------------------------------------ the steppers: what one training step does
+
+
+class _Stepper:
+    """The pluggable part of the training loop: N seeds' parameters and optimiser, one step, evaluation, state.
+
+    Images come as float (N, b, c, h, w), one batch per seed, or (b, c, h, w) shared by every seed (the test split);
+    labels as (N, b) or (b,)."""
+
+    n: int
+    amp: torch.dtype | None
+    device: torch.device
+    first_layer: nn.Module | None  # the module ``float32_first_layer`` wraps (None: the forward calls no module)
+    channels_last: bool
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on every seed's batch -> (N,) losses and (N,) correctly classified images."""
+        raise NotImplementedError
+
+    def correct(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(N,) correctly classified images of one evaluation batch, in float32."""
+        raise NotImplementedError
+
+    def first_weight(self) -> torch.Tensor:
+        """(N, K, c, k, k) first-layer weights, a copy."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        """channels_last per image where the forward wants it (same values: only the layout changes)."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.flatten(0, -4).contiguous(memory_format=fmt).view(x.shape)
+
+
+def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(-1) == y).sum(-1)
+
+
+class _ModuleStepper(_Stepper):
+    """One network trained through its own module (the linear CNN through its input-space forward)."""
+
+    def __init__(self, model: nn.Module, model_name: str, s: TrainSettings, device: torch.device, amp: Any) -> None:
+        self.n, self.amp, self.device = 1, amp, device
+        self.channels_last = (device.type == "cuda" or amp is not None) and not _is_linear(model_name)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(device=device, memory_format=fmt)
+        self.model.train()
+        self.first_layer = first_layer(self.model, model_name)
+        if s.labels == "frozen":  # not in the optimiser either: no weight decay, no momentum
+            self.first_layer.requires_grad_(False)
+        self.opt = _optimizer([p for p in self.model.parameters() if p.requires_grad], s)
+        forward = _linear_input_space(self.model) if _is_linear(model_name) else self.model
+        self.forward = torch.compile(forward) if s.compile else forward
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with _autocast(self.device, self.amp):
+            logits = self.forward(self._memory_format(x)[0])
+            loss = F.cross_entropy(logits, y[0])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach().unsqueeze(0), _correct(logits.detach(), y[0]).unsqueeze(0)
+
+    @torch.no_grad()
+    def correct(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        x, y = (x, y) if y.dim() == 1 else (x[0], y[0])
+        count = _correct(self.model(self._memory_format(x)), y)
+        self.model.train(was_training)
+        return count.unsqueeze(0)
+
+    def first_weight(self) -> torch.Tensor:
+        return self.first_layer.weight.detach().clone().unsqueeze(0)
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+
+
+class _StackedStepper(_Stepper):
+    """Several seeds of one network, their parameters stacked (N, *shape) under one optimiser (SGD and Adam act
+    elementwise: N optimisers). The linear CNN runs every seed in one graph, in input space; other models run each
+    seed's module forward and backward in turn on its slices of the stacked parameters (as fast on a CPU, with one
+    seed's activations alive)."""
+
+    def __init__(
+        self, models: Sequence[nn.Module], model_name: str, s: TrainSettings, device: torch.device, amp: Any
+    ) -> None:
+        if next(models[0].buffers(), None) is not None:
+            raise ValueError(f"cannot train seeds of {model_name!r} together: it has buffers (BatchNorm statistics?)")
+        self.n, self.amp, self.device = len(models), amp, device
+        frozen = {id(p) for p in first_layer(models[0], model_name).parameters()} if s.labels == "frozen" else set()
+        self.params = {
+            name: nn.Parameter(torch.stack([m.get_parameter(name).detach() for m in models]).to(device),
+                               requires_grad=id(p) not in frozen)
+            for name, p in models[0].named_parameters()
+        }  # fmt: skip
+        self.first = f"{model_spec(model_name).first_layer}.weight"
+        self.opt = _optimizer([p for p in self.params.values() if p.requires_grad], s)
+        if _is_linear(model_name):
+            _check_bias_free_linear(models[0])
+            self.logits, self.seed_logits, self.first_layer = _linear_stacked, None, None
+        else:
+            base = copy.deepcopy(models[0]).to("meta")  # the module's forward, parameters passed by functional_call
+            self.seed_logits = lambda params, x: functional_call(base, params, (x,))
+            self.logits, self.first_layer = self._each_seed, first_layer(base, model_name)
+        self.channels_last = self.seed_logits is not None and (device.type == "cuda" or amp is not None)
+        forward = self.seed_logits or self.logits
+        self.forward = torch.compile(forward) if s.compile else forward
+
+    def _each_seed(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        assert self.seed_logits is not None
+        per_seed = [self.seed_logits({k: v[i] for k, v in params.items()}, x if x.dim() == 4 else x[i])
+                    for i in range(self.n)]  # fmt: skip
+        return torch.stack(per_seed)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._memory_format(x)
+        self.opt.zero_grad(set_to_none=True)
+        if self.seed_logits is None:  # all seeds in one graph: the sum of the seeds' mean losses
+            with _autocast(self.device, self.amp):
+                logits = self.forward(self.params, x)
+                losses = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(1)
+            losses.sum().backward()
+            correct = _correct(logits.detach(), y)
+        else:  # seed by seed: each backward adds the seed's gradient to its slice of the stacked .grad
+            per_seed, counts = [], []
+            for i in range(self.n):
+                with _autocast(self.device, self.amp):
+                    logits = self.forward({k: v[i] for k, v in self.params.items()}, x[i])
+                    loss = F.cross_entropy(logits, y[i])
+                loss.backward()
+                per_seed.append(loss.detach())
+                counts.append(_correct(logits.detach(), y[i]))
+            losses, correct = torch.stack(per_seed), torch.stack(counts)
+        self.opt.step()
+        return losses.detach(), correct
+
+    @torch.no_grad()
+    def correct(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return _correct(self.logits(self.params, self._memory_format(x)), y)
+
+    def first_weight(self) -> torch.Tensor:
+        return self.params[self.first].detach().clone()
+
+    def state(self) -> dict[str, Any]:
+        return {"params": {k: v.detach() for k, v in self.params.items()}, "optimizer": self.opt.state_dict()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(state["params"][name])
+        self.opt.load_state_dict(state["optimizer"])
+
+
+# ------------------------------------------------------------------------ the training loop
+
+
+@dataclass
+class _Progress:
+    """What the loop has made so far: snapshots, accuracies, per-step losses; saved in checkpoints."""
+
+    snapshots: dict[int, torch.Tensor]
+    evals: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    losses: torch.Tensor  # (steps, N)
+    seconds: float = 0.0
+    step: int = 0
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _Reporter:
+    """Progress lines every ``log_every`` steps (one host sync each, none per step), and the divergence check that
+    rides on the same sync: a non-finite loss stops the run."""
+
+    def __init__(self, s: TrainSettings, seeds: Sequence[int], batch: int, log: Callable[[str], None]) -> None:
+        self.s, self.seeds, self.batch, self.log = s, list(seeds), batch, log
+        self.every = max(1, s.log_every)
+        self.last, self.t_last, self.t0, self.start = 0, time.perf_counter(), time.perf_counter(), 0
+        self.correct = torch.zeros(len(seeds), dtype=torch.long)
+
+    def begin(self, start: int, device: torch.device) -> None:
+        self.last = self.start = start
+        self.correct = torch.zeros(len(self.seeds), dtype=torch.long, device=device)
+        self.t0 = self.t_last = time.perf_counter()
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 or step == self.s.steps
+
+    def report(self, step: int, losses: torch.Tensor) -> None:
+        window = losses[self.last : step]  # (m, N)
+        finite = torch.isfinite(window).all()
+        summary = torch.stack([finite.float(), window.mean(), self.correct.sum().float()]).tolist()  # the one sync
+        if not summary[0]:
+            self.diverged(losses, self.last)
+        now, m = time.perf_counter(), step - self.last
+        rate = m * self.batch * len(self.seeds) / max(now - self.t_last, 1e-9)
+        eta = (now - self.t0) / (step - self.start) * (self.s.steps - step)
+        acc = summary[2] / (m * self.batch * len(self.seeds))
+        seeds = f" ({len(self.seeds)} seeds)" if len(self.seeds) > 1 else ""
+        self.log(f"step {step}/{self.s.steps}{seeds}  loss {summary[1]:.4f}  train acc {acc:.3f} (running batches)  "
+                 f"{rate:,.0f} images/s  elapsed {_duration(now - self.t0)}  ETA {_duration(eta)}")  # fmt: skip
+        self.last, self.t_last = step, now
+        self.correct.zero_()
+
+    def diverged(self, losses: torch.Tensor, first: int) -> None:
+        bad = (~torch.isfinite(losses[first:])).nonzero()[0].tolist()
+        step, seed = first + bad[0] + 1, self.seeds[bad[1]]
+        value = float(losses[step - 1, bad[1]])
+        raise TrainingDiverged(
+            f"training diverged: the loss of seed {seed} became {value} at step {step} of {self.s.steps} "
+            f"({self.s.optimizer}, lr {self.s.lr:g}); lower the learning rate (e.g. lr: {self.s.lr / 10:g}) or the "
+            "init_scale, and rerun. No table is written from a diverged run."
+        )
+
+
+def _check_finite(progress: _Progress, reporter: _Reporter) -> None:
+    """The end-of-run check: every loss and every snapshot finite (a resumed run's earlier steps included)."""
+    if not bool(torch.isfinite(progress.losses).all()):
+        reporter.diverged(progress.losses, 0)
+    bad = [step for step, w in progress.snapshots.items() if not bool(torch.isfinite(w).all())]
+    if bad:
+        raise TrainingDiverged(f"training diverged: the first-layer weights are not finite at steps {bad}")
+
+
+def _run(
+    stepper: _Stepper,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    test_data: tuple[torch.Tensor, torch.Tensor],
+    mean: np.ndarray,
+    std: np.ndarray,
+    s: TrainSettings,
+    seeds: Sequence[int],
+    ckpt: _Checkpoints,
+    log: Callable[[str], None],
+) -> list[TrainResult]:
+    """The one training loop: each seed's labels, batch order, augmentation and eval subset; snapshots and
+    accuracies on schedule; checkpoints; progress and divergence checks. `stepper` does the steps."""
+    device, n = stepper.device, len(seeds)
+    streams = [seed_streams(seed) for seed in seeds]
+    x_train, y_true = train_data
+    x_test, y_test = test_data
+    ys = [random_labels(y_true, st["labels"]) if s.labels == "random" else y_true for st in streams]
+    eval_idx = torch.stack(
+        [torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(st["eval"])) for st in streams]
+    )[:, : s.train_eval_size].to(device)
+    x_train, y_train = x_train.to(device), torch.stack(ys).to(device)  # labels (N, n): one row per seed
+    x_test, y_test = x_test.to(device), y_test.to(device)
+    x_eval, y_eval = x_train[eval_idx], y_train.gather(1, eval_idx)  # (N, E, c, h, w), (N, E)
+    mean_t, std_t = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+    batches = [_Batches(x_train.shape[0], s.batch_size, st["order"], device) for st in streams]
+    augment = [_augment_generator(st["augment"], device) for st in streams] if s.augment else []
+    rows = torch.arange(n, device=device).unsqueeze(1)
+    reporter = _Reporter(s, seeds, batches[0].bs, log)
+    if batches[0].bs < s.batch_size:
+        log(f"warning: batch_size {s.batch_size} is larger than the {x_train.shape[0]} training images: every "
+            f"step is a full batch of {batches[0].bs} (the effective batch size, in the metrics table)")  # fmt: skip
+
+    def prep(x: torch.Tensor) -> torch.Tensor:
+        return normalise(x, mean_t, std_t, torch.float32)
+
+    def correct(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # in float32: bfloat16 logits tie more often
+        counts = torch.zeros(n, dtype=torch.long, device=device)
+        shared = y.dim() == 1
+        for i in range(0, x.shape[0 if shared else 1], s.eval_batch_size):
+            part = slice(i, i + s.eval_batch_size)
+            counts += stepper.correct(*((prep(x[part]), y[part]) if shared else (prep(x[:, part]), y[:, part])))
+        return counts
+
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
+        return correct(x_eval, y_eval), correct(x_test, y_test)
+
+    with float32_first_layer(stepper.first_layer):
+        progress = _resume(ckpt, stepper, batches, augment, device)
+        if progress is None:
+            progress = _Progress({0: stepper.first_weight()}, {0: evaluate()}, torch.zeros(s.steps, n, device=device))
+        reporter.begin(progress.step, device)
+        t0, seconds = time.perf_counter(), progress.seconds
+        for step in range(progress.step + 1, s.steps + 1):
+            progress.seconds = seconds + time.perf_counter() - t0
+            ckpt.boundary(step - 1, lambda: _state(progress, stepper, batches, augment))
+            idx = torch.stack([b.next() for b in batches])  # (N, bs): each seed's own batch order
+            images = x_train[idx]
+            if augment:  # each seed's batch with its own generator
+                images = torch.stack([augment_batch(images[i], g) for i, g in enumerate(augment)])
+            loss, right = stepper.step(prep(images), y_train[rows, idx])
+            progress.losses[step - 1], progress.step = loss, step
+            reporter.correct += right
+            if step in s.snapshot_steps or step == s.steps:
+                progress.snapshots[step] = stepper.first_weight()
+            if step in s.eval_steps or step == s.steps:
+                progress.evals[step] = evaluate()
+            if reporter.due(step):
+                reporter.report(step, progress.losses)
+        elapsed = time.perf_counter() - t0
+    _check_finite(progress, reporter)
+    return _results(progress, seeds, s, x_eval.shape[1], x_test.shape[0], batches[0].bs, seconds + elapsed,
+                    (s.steps - reporter.start) * batches[0].bs * n / max(elapsed, 1e-9), stepper)  # fmt: skip
+
+
+def _state(progress: _Progress, stepper: _Stepper, batches: list[_Batches], augment: list[torch.Generator]) -> dict:
+    """Everything a resumed run needs (the loop draws from no global RNG: these generators are all there is)."""
+    return {**stepper.state(), "order": [b.state() for b in batches], "augment": [g.get_state() for g in augment],
+            "snapshots": progress.snapshots, "evals": progress.evals, "losses": progress.losses,
+            "seconds": progress.seconds}  # fmt: skip
+
+
+def _resume(
+    ckpt: _Checkpoints, stepper: _Stepper, batches: list[_Batches], augment: list[torch.Generator], device: Any
+) -> _Progress | None:
+    """The progress saved in this run's checkpoint, loaded into `stepper`, `batches` and `augment`; None if none."""
+    state = ckpt.load()
+    if state is None:
+        return None
+    stepper.load_state(state)
+    for b, saved in zip(batches, state["order"], strict=True):
+        b.load_state(saved)
+    for g, saved in zip(augment, state["augment"], strict=True):
+        g.set_state(saved)
+    snapshots = {k: v.to(device) for k, v in state["snapshots"].items()}
+    evals = {k: (a.to(device), b.to(device)) for k, (a, b) in state["evals"].items()}
+    return _Progress(snapshots, evals, state["losses"].to(device), float(state["seconds"]), int(state["step"]))
+
+
+def _results(
+    progress: _Progress,
+    seeds: Sequence[int],
+    s: TrainSettings,
+    eval_size: int,
+    test_size: int,
+    batch: int,
+    seconds: float,
+    rate: float,
+    stepper: _Stepper,
+) -> list[TrainResult]:
+    """One TrainResult per seed from the loop's progress."""
+    losses = progress.losses.float().cpu().numpy()
+    counts = {step: (a.cpu().numpy(), b.cpu().numpy()) for step, (a, b) in progress.evals.items()}
+    snaps = {step: w.float().cpu() for step, w in sorted(progress.snapshots.items())}
+    extra = {"images_per_second": rate, "seeds": float(len(seeds)), "batch_size": float(batch)}
+    precision = precision_name(stepper.amp)
+    results = []
+    for i in range(len(seeds)):
+        counts_i = {step: (int(a[i]), int(b[i])) for step, (a, b) in counts.items()}
+        metrics = _train_metrics(losses[:, i], counts_i, eval_size, test_size)
+        snaps_i = {k: w[i].clone().contiguous() for k, w in snaps.items()}
+        results.append(TrainResult(snaps_i, metrics, seconds, dict(extra), precision))
+    return results
+
+
 def train(
     model: nn.Module,
-    arch: str,
+    model_name: str,
     train_data: tuple[torch.Tensor, torch.Tensor],
     test_data: tuple[torch.Tensor, torch.Tensor],
     mean: np.ndarray,
@@ -464,120 +837,110 @@ def train(
     checkpoint_minutes: float = 10.0,
     stop: StopFlag | None = None,
 ) -> TrainResult:
-    """Train `model` on uint8 images (n, c, h, w) with int64 labels; snapshot its first layer.
+    """Train `model` (built by ``model_name``'s builder) on uint8 images (n, c, h, w) with int64 labels; snapshot
+    its first layer at step 0 and ``snapshot_steps``, accuracies at step 0 and ``eval_steps`` (both at the end).
 
-    Snapshots at step 0 and ``snapshot_steps``, accuracies at step 0 and ``eval_steps`` (the last step has both).
-
-    Labels are permuted by the run's seed when ``settings.labels == 'random'``; test labels stay true. With
-    ``'frozen'`` the labels are true and the first layer keeps its init: ``requires_grad_(False)`` and not in the
-    optimiser (no weight decay, no momentum); its snapshots all equal step 0. With ``settings.augment`` every
-    training batch is cropped and flipped (``augment_batch``, the run's "augment" stream). With
-    ``settings.compile`` the training forward runs through ``torch.compile(model)`` (for GPUs). Training steps run
-    in ``settings.precision`` (``resolve_precision``) above a float32 first layer, in channels_last on a GPU or
-    under bfloat16 autocast (the model is left in that memory format); accuracy is evaluated in float32.
-
-    With a `checkpoint` path the whole progress (model, optimiser, batch order, augmentation generator, snapshots,
-    accuracies and losses so far) is saved there every `checkpoint_minutes` (0: only when stopping) and when
-    `stop` is requested, after which ``TrainingInterrupted`` is raised. A checkpoint of this run found at the
-    start (same settings, data and initial model) is resumed from; the result is then bitwise that of an
-    uninterrupted run on a CPU. The loop draws from no global RNG, so these generators are all there is to save.
-    """
+    Labels: ``'random'`` permutes the training labels by the run's seed (test labels stay true); ``'frozen'``
+    keeps the first layer at its init. With a `checkpoint` path progress is saved every `checkpoint_minutes` (0: only
+    when stopping) and when `stop` is requested (then ``TrainingInterrupted``); a later call resumes it, bitwise on a
+    CPU. A non-finite loss raises ``TrainingDiverged``. The model is left on the device, in the layout it trained in."""
     s = settings
     _check_labels(s.labels)
     device = resolve_device(s.device)
-    amp = resolve_precision(s.precision, device, arch)
-    streams = seed_streams(s.seed)
+    amp = resolve_precision(s.precision, device, model_name)
     x_train, y_train = train_data
-    x_test, y_test = test_data
-    if s.labels == "random":
-        y_train = random_labels(y_train, streams["labels"])
-    parts = ("train", arch, dataclasses.asdict(s), str(amp), model.state_dict(), x_train, y_train, x_test, y_test,
-             mean, std)  # fmt: skip
+    parts = ("train", model_name, _hashed(s), str(amp), model.state_dict(), x_train, y_train, *test_data, mean, std)
     ckpt = _Checkpoints(checkpoint, checkpoint_minutes, stop, lambda: run_digest(*parts), log)
-    eval_idx = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(streams["eval"]))
-    eval_idx = eval_idx[: s.train_eval_size]
-    x_train, y_train = x_train.to(device), y_train.to(device)
-    x_test, y_test = x_test.to(device), y_test.to(device)
-    x_eval, y_eval = x_train[eval_idx.to(device)], y_train[eval_idx.to(device)]
-
-    mem = torch.channels_last if device.type == "cuda" or amp is not None else torch.contiguous_format
-    model = model.to(device=device, memory_format=mem)
-    model.train()
-    conv = first_layer(model, arch)
+    stepper = _ModuleStepper(model, model_name, s, device, amp)
     log(f"precision: {describe_precision(amp)} ({s.precision!r} on {device.type})")
-    if s.labels == "frozen":
-        conv.requires_grad_(False)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32)
-    std_t = torch.as_tensor(std, dtype=torch.float32)
-
-    def prep(x: torch.Tensor) -> torch.Tensor:
-        return normalise(x, mean_t, std_t, torch.float32).contiguous(memory_format=mem)
-
-    opt = _optimizer([p for p in model.parameters() if p.requires_grad], s)
-    batches = _Batches(x_train.shape[0], s.batch_size, streams["order"], device)
-    augment = _augment_generator(streams["augment"], device) if s.augment else None
-    snap_steps = set(s.snapshot_steps) | {s.steps}
-    eval_steps = set(s.eval_steps) | {s.steps}
-    losses = torch.zeros(s.steps, device=device)
-
-    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:  # in float32: bfloat16 logits tie more often
-        return (correct_count(model, x_eval, y_eval, prep, s.eval_batch_size),
-                correct_count(model, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
-
-    with float32_first_layer(conv):
-        state = ckpt.load()
-        if state is None:
-            start, seconds = 0, 0.0
-            snapshots: dict[int, torch.Tensor] = {0: conv.weight.detach().clone()}
-            evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {0: evaluate()}
-        else:
-            start, seconds = int(state["step"]), float(state["seconds"])
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            batches.load_state(state["order"])
-            if augment is not None:
-                augment.set_state(state["augment"])
-            snapshots = {k: v.to(device) for k, v in state["snapshots"].items()}
-            evals = {k: (a.to(device), b.to(device)) for k, (a, b) in state["evals"].items()}
-            losses.copy_(state["losses"])
-
-        def progress() -> dict[str, Any]:
-            return {"model": model.state_dict(), "optimizer": opt.state_dict(), "order": batches.state(),
-                    "augment": augment.get_state() if augment is not None else None, "snapshots": snapshots,
-                    "evals": evals, "losses": losses, "seconds": seconds + time.perf_counter() - t0}  # fmt: skip
-
-        forward = _linear_input_space(model) if arch == "linear" else model
-        forward = torch.compile(forward) if s.compile else forward
-        report_every = max(1, s.steps // 10)
-        t0 = time.perf_counter()
-        for step in range(start + 1, s.steps + 1):
-            ckpt.boundary(step - 1, progress)
-            idx = batches.next()
-            xb = x_train[idx]
-            if augment is not None:
-                xb = augment_batch(xb, augment)
-            with _autocast(device, amp):
-                loss = F.cross_entropy(forward(prep(xb)), y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses[step - 1] = loss.detach()
-            if step in snap_steps:
-                snapshots[step] = conv.weight.detach().clone()
-            if step in eval_steps:
-                evals[step] = evaluate()
-            if step % report_every == 0 or step == s.steps:
-                log(f"step {step}/{s.steps}  {time.perf_counter() - t0:.1f}s")
-        elapsed = time.perf_counter() - t0
-
-    counts = {step: (int(c_train.item()), int(c_test.item())) for step, (c_train, c_test) in evals.items()}
-    metrics = _train_metrics(losses.float().cpu().numpy(), counts, x_eval.shape[0], x_test.shape[0])
-    snaps = {k: v.float().cpu().contiguous() for k, v in sorted(snapshots.items())}
-    rate = (s.steps - start) * batches.bs / max(elapsed, 1e-9)
-    return TrainResult(snaps, metrics, seconds + elapsed, {"images_per_second": rate}, precision_name(amp))
+    return _run(stepper, train_data, test_data, mean, std, s, [s.seed], ckpt, log)[0]
 
 
-# ------------------------------------------------------------------------ several seeds at once
+def train_seeds(
+    model_name: str,
+    model_kwargs: Mapping[str, Any],
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    test_data: tuple[torch.Tensor, torch.Tensor],
+    mean: np.ndarray,
+    std: np.ndarray,
+    settings: TrainSettings,
+    seeds: Sequence[int],
+    *,
+    log: Callable[[str], None] = print,
+    checkpoint: str | Path | None = None,
+    checkpoint_minutes: float = 10.0,
+    stop: StopFlag | None = None,
+) -> list[TrainResult]:
+    """Train one network per seed at once; result i is what ``train`` gives seed ``seeds[i]`` (to float rounding):
+    ``train(init_model(model_name, seed=s, **model_kwargs), model_name, ..., replace(settings, seed=s))``.
+
+    ``model_kwargs`` are ``init_model``'s keywords but ``seed``; ``settings.seed`` is ignored. ``seconds`` and
+    ``extra['images_per_second']`` are those of the whole run; one checkpoint holds every seed."""
+    s = settings
+    if not model_spec(model_name).stackable:
+        stackable = ", ".join(stackable_models())
+        raise ValueError(f"train_seeds cannot stack {model_name!r}; stackable models: {stackable}")
+    _check_labels(s.labels)
+    seeds = [int(seed) for seed in seeds]
+    if not seeds:
+        raise ValueError("train_seeds needs at least one seed")
+    device = resolve_device(s.device)
+    amp = resolve_precision(s.precision, device, model_name)
+    models = [init_model(model_name, seed=seed, **model_kwargs) for seed in seeds]
+    stepper = _StackedStepper(models, model_name, s, device, amp)
+    parts = ("train_seeds", model_name, dict(model_kwargs), seeds, _hashed(dataclasses.replace(s, seed=0)), str(amp),
+             stepper.params, *train_data, *test_data, mean, std)  # fmt: skip
+    ckpt = _Checkpoints(checkpoint, checkpoint_minutes, stop, lambda: run_digest(*parts), log)
+    log(f"precision: {describe_precision(amp)} ({s.precision!r} on {device.type})")
+    return _run(stepper, train_data, test_data, mean, std, s, seeds, ckpt, log)
+
+
+def run_job(
+    job: Mapping[str, Any],
+    dataset: PreparedDataset,
+    *,
+    log: Callable[[str], None] = print,
+    checkpoint: str | Path | None = None,
+    checkpoint_minutes: float = 10.0,
+    stop: StopFlag | None = None,
+) -> list[TrainResult]:
+    """Train one job of the workflow (`job`: the rule's validated ``settings``) on a prepared dataset: one result
+    per seed of ``job["seeds"]``, normalised by the training images' channel statistics."""
+    (x_train, y_train), (x_test, y_test) = dataset.split("train"), dataset.split("test")
+    mean, std = channel_stats(x_train)
+    settings = TrainSettings.from_config(job, x_train.shape[0])
+    arch, seeds = job["architecture"], job["seeds"]
+    epochs = f" ({arch['epochs']} epochs of {x_train.shape[0]} images)" if "epochs" in arch else ""
+    log(f"job {job['dataset']}/{job['arch']}/{job['labels']}, seeds {seeds}: {settings.steps} steps{epochs}")
+    kwargs = {"num_classes": dataset.num_classes, "kernel_size": arch["kernel_size"], "width": arch.get("width"),
+              "image_size": x_train.shape[-1], "init_scale": arch["init_scale"]}  # fmt: skip
+    data = (torch.from_numpy(x_train), torch.from_numpy(y_train)), (torch.from_numpy(x_test), torch.from_numpy(y_test))
+    resume = {"log": log, "checkpoint": checkpoint, "checkpoint_minutes": checkpoint_minutes, "stop": stop}
+    try:
+        if len(seeds) == 1:
+            model = init_model(arch["model"], seed=seeds[0], **kwargs)
+            return [train(model, arch["model"], *data, mean, std, settings, **resume)]
+        return train_seeds(arch["model"], kwargs, *data, mean, std, settings, seeds, **resume)
+    except TrainingDiverged as error:
+        raise TrainingDiverged(f"{job['dataset']}/{job['arch']}/{job['labels']}: {error}") from None
+
+
+def job_tables(job: Mapping[str, Any], results: Sequence[TrainResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A job's results as its tidy snapshots and metrics tables, with the run keys (and each run's precision and
+    effective batch size in the metrics)."""
+    keys = {"dataset": job["dataset"], "arch": job["arch"], "model": job["architecture"]["model"],
+            "labels": job["labels"]}  # fmt: skip
+    runs = list(zip(job["seeds"], results, strict=True))
+    snapshots = [snapshots_frame(r.snapshots).assign(**keys, seed=seed) for seed, r in runs]
+    metrics = [r.metrics.assign(**keys, seed=seed, precision=r.precision, batch_size=int(r.extra["batch_size"]))
+               for seed, r in runs]  # fmt: skip
+    return pd.concat(snapshots, ignore_index=True), pd.concat(metrics, ignore_index=True)
+
+
+def _hashed(s: TrainSettings) -> dict[str, Any]:
+    """The settings a run's result depends on (how often it reports does not change it)."""
+    return {k: v for k, v in dataclasses.asdict(s).items() if k != "log_every"}
+
 
 #: Signature of a stacked forward: (stacked params, images) -> (N, b, classes) logits. Images are (N, b, c, h, w),
 #: one batch per seed, or (b, c, h, w) shared by every seed (the test split).
@@ -604,7 +967,8 @@ def _linear_stacked(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.T
 
 
 def _check_bias_free_linear(model: nn.Module) -> None:
-    if model.get_submodule(FIRST_LAYER["linear"]).bias is not None:
+    """The input-space forward is LinearCNN's (parameters conv.weight, fc.weight, fc.bias)."""
+    if model.get_submodule("conv").bias is not None:
         raise ValueError("the input-space linear forward assumes a first layer without bias")
 
 
@@ -619,220 +983,6 @@ def _linear_input_space(model: nn.Module) -> Callable[[torch.Tensor], torch.Tens
         return _linear_stacked({name: model.get_parameter(name).unsqueeze(0) for name in names}, x)[0]
 
     return forward
-
-
-@dataclass(frozen=True)
-class _StackedArch:
-    """How ``train_seeds`` runs an architecture. ``logits`` gives every seed's logits at once (evaluation, and
-    training in one graph); with ``seed_logits`` set, training runs one forward and backward per seed instead, on
-    that seed's slices of the stacked parameters (measured as fast on CPU, with one seed's activations alive)."""
-
-    logits: StackedForward
-    seed_logits: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor] | None = None
-    channels_last: bool = False
-    #: The first-layer module the forwards call (for ``float32_first_layer``); None when they call no module.
-    first_layer: nn.Module | None = None
-
-
-def _stacked_arch(arch: str, model: nn.Module) -> _StackedArch:
-    """The stacked forward of `arch`, a model of which is `model`."""
-    if arch == "linear":
-        _check_bias_free_linear(model)
-        return _StackedArch(_linear_stacked)
-    base = copy.deepcopy(model).to("meta")  # the module's forward, parameters passed by functional_call
-
-    def seed_logits(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(base, params, (x,))
-
-    def logits(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        n = next(iter(params.values())).shape[0]
-        return torch.stack(
-            [seed_logits({k: v[i] for k, v in params.items()}, x if x.dim() == 4 else x[i]) for i in range(n)]
-        )
-
-    return _StackedArch(logits, seed_logits, channels_last=True, first_layer=first_layer(base, arch))
-
-
-@torch.no_grad()
-def _stacked_correct(
-    forward: StackedForward,
-    params: dict[str, torch.Tensor],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    prep: Callable[[torch.Tensor], torch.Tensor],
-    batch: int,
-) -> torch.Tensor:
-    """(N,) correctly classified images per seed, as a device tensor; x and y per seed (N, n, ...) or shared."""
-    n = next(iter(params.values())).shape[0]
-    shared = y.dim() == 1
-    correct = torch.zeros(n, dtype=torch.long, device=x.device)
-    for i in range(0, x.shape[0 if shared else 1], batch):
-        xb, yb = (x[i : i + batch], y[i : i + batch]) if shared else (x[:, i : i + batch], y[:, i : i + batch])
-        correct += (forward(params, prep(xb)).argmax(-1) == yb).sum(-1)
-    return correct
-
-
-def train_seeds(
-    arch: str,
-    model_kwargs: Mapping[str, Any],
-    train_data: tuple[torch.Tensor, torch.Tensor],
-    test_data: tuple[torch.Tensor, torch.Tensor],
-    mean: np.ndarray,
-    std: np.ndarray,
-    settings: TrainSettings,
-    seeds: Sequence[int],
-    *,
-    log: Callable[[str], None] = print,
-    checkpoint: str | Path | None = None,
-    checkpoint_minutes: float = 10.0,
-    stop: StopFlag | None = None,
-) -> list[TrainResult]:
-    """Train one network per seed at once; result i is what ``train`` gives seed ``seeds[i]`` (to float rounding).
-
-    That is ``train(init_model(arch, seed=s, **model_kwargs), arch, ..., dataclasses.replace(settings, seed=s))``:
-    the same init, batch order, random labels, eval subset, augmentation, snapshot and eval steps per seed.
-    ``model_kwargs`` are ``init_model``'s keywords but ``seed`` (num_classes, kernel_size, width, image_size,
-    init_scale); ``settings.seed`` is ignored. The parameters of all seeds are stacked, (N, *shape), under one
-    optimiser (SGD and Adam act elementwise, so that is N optimisers) and the loss is the sum of the seeds' mean
-    losses, so each seed gets its own gradient; with labels ``'frozen'`` the stacked first layer is left out of it.
-    ``linear`` runs all seeds in one graph, in input space (see ``_linear_stacked``); ``small_cnn`` runs each
-    seed's module forward and backward in turn, on its slices of the stacked parameters, then one optimiser step.
-    ``seconds`` and ``extra['images_per_second']`` are those of the whole run, all seeds. `checkpoint`,
-    `checkpoint_minutes` and `stop` work as in ``train`` (one checkpoint holds every seed).
-    """
-    s = settings
-    if arch not in STACKABLE:
-        raise ValueError(f"train_seeds cannot stack {arch!r}; stackable architectures: {', '.join(STACKABLE)}")
-    _check_labels(s.labels)
-    seeds = [int(seed) for seed in seeds]
-    if not seeds:
-        raise ValueError("train_seeds needs at least one seed")
-    n = len(seeds)
-    device = resolve_device(s.device)
-    amp = resolve_precision(s.precision, device, arch)
-    streams = [seed_streams(seed) for seed in seeds]
-    x_train, y_true = train_data
-    x_test, y_test = test_data
-    ys = [random_labels(y_true, st["labels"]) if s.labels == "random" else y_true for st in streams]
-    eval_idx = torch.stack(
-        [torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(st["eval"])) for st in streams]
-    )[:, : s.train_eval_size]
-
-    models = [init_model(arch, seed=seed, **model_kwargs) for seed in seeds]
-    if next(models[0].buffers(), None) is not None:
-        raise ValueError(f"train_seeds cannot stack {arch!r}: it has buffers (BatchNorm statistics?)")
-    frozen = {id(p) for p in first_layer(models[0], arch).parameters()} if s.labels == "frozen" else set()
-    params = {
-        name: nn.Parameter(
-            torch.stack([m.get_parameter(name).detach() for m in models]).to(device), requires_grad=id(p) not in frozen
-        )
-        for name, p in models[0].named_parameters()
-    }
-    common = dataclasses.asdict(dataclasses.replace(s, seed=0))  # settings.seed is ignored
-    parts = ("train_seeds", arch, dict(model_kwargs), seeds, common, str(amp), params, x_train, ys, x_test, y_test,
-             mean, std)  # fmt: skip
-    ckpt = _Checkpoints(checkpoint, checkpoint_minutes, stop, lambda: run_digest(*parts), log)
-    x_train, y_train = x_train.to(device), torch.stack(ys).to(device)  # labels (N, n): one row per seed
-    x_test, y_test = x_test.to(device), y_test.to(device)
-    eval_idx = eval_idx.to(device)
-    x_eval, y_eval = x_train[eval_idx], y_train.gather(1, eval_idx)  # (N, E, c, h, w), (N, E)
-
-    stacked = _stacked_arch(arch, models[0])
-    on_gpu_or_amp = device.type == "cuda" or amp is not None
-    mem = torch.channels_last if on_gpu_or_amp and stacked.channels_last else torch.contiguous_format
-    log(f"precision: {describe_precision(amp)} ({s.precision!r} on {device.type})")
-    mean_t = torch.as_tensor(mean, dtype=torch.float32)
-    std_t = torch.as_tensor(std, dtype=torch.float32)
-
-    def prep(x: torch.Tensor) -> torch.Tensor:
-        """uint8 (..., c, h, w) -> normalised float; channels_last per image when the forward wants it."""
-        out = normalise(x, mean_t, std_t, torch.float32)
-        return out.flatten(0, -4).contiguous(memory_format=mem).view(out.shape)
-
-    forward = stacked.seed_logits or stacked.logits
-    step_forward = torch.compile(forward) if s.compile else forward
-    opt = _optimizer([p for p in params.values() if p.requires_grad], s)
-    batches = [_Batches(x_train.shape[0], s.batch_size, st["order"], device) for st in streams]
-    augment = [_augment_generator(st["augment"], device) for st in streams] if s.augment else []
-    bs = batches[0].bs
-    rows = torch.arange(n, device=device).unsqueeze(1)
-    first = f"{FIRST_LAYER[arch]}.weight"
-    snap_steps = set(s.snapshot_steps) | {s.steps}
-    eval_steps = set(s.eval_steps) | {s.steps}
-    losses = torch.zeros(s.steps, n, device=device)
-
-    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:  # in float32, as in ``train``
-        return (_stacked_correct(stacked.logits, params, x_eval, y_eval, prep, s.eval_batch_size),
-                _stacked_correct(stacked.logits, params, x_test, y_test, prep, s.eval_batch_size))  # fmt: skip
-
-    with float32_first_layer(stacked.first_layer):
-        state = ckpt.load()
-        if state is None:
-            start, seconds = 0, 0.0
-            snapshots: dict[int, torch.Tensor] = {0: params[first].detach().clone()}
-            evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {0: evaluate()}
-        else:
-            start, seconds = int(state["step"]), float(state["seconds"])
-            with torch.no_grad():
-                for name, p in params.items():
-                    p.copy_(state["params"][name])
-            opt.load_state_dict(state["optimizer"])
-            for b, saved in zip(batches, state["order"], strict=True):
-                b.load_state(saved)
-            for g, saved in zip(augment, state["augment"], strict=True):
-                g.set_state(saved)
-            snapshots = {k: v.to(device) for k, v in state["snapshots"].items()}
-            evals = {k: (a.to(device), b.to(device)) for k, (a, b) in state["evals"].items()}
-            losses.copy_(state["losses"])
-
-        def progress() -> dict[str, Any]:
-            return {"params": {k: v.detach() for k, v in params.items()}, "optimizer": opt.state_dict(),
-                    "order": [b.state() for b in batches], "augment": [g.get_state() for g in augment],
-                    "snapshots": snapshots, "evals": evals, "losses": losses,
-                    "seconds": seconds + time.perf_counter() - t0}  # fmt: skip
-
-        report_every = max(1, s.steps // 10)
-        t0 = time.perf_counter()
-        for step in range(start + 1, s.steps + 1):
-            ckpt.boundary(step - 1, progress)
-            idx = torch.stack([b.next() for b in batches])  # (N, bs): each seed's own batch order
-            images = x_train[idx]
-            if augment:  # each seed's batch with its own generator: the draws ``train`` makes for that seed
-                images = torch.stack([augment_batch(images[i], g) for i, g in enumerate(augment)])
-            xb, yb = prep(images), y_train[rows, idx]
-            opt.zero_grad(set_to_none=True)
-            if stacked.seed_logits is None:  # all seeds in one graph: the sum of the seeds' mean losses
-                with _autocast(device, amp):
-                    per_seed = F.cross_entropy(step_forward(params, xb).flatten(0, 1), yb.flatten(), reduction="none")
-                    per_seed = per_seed.view(n, bs).mean(1)
-                per_seed.sum().backward()
-                losses[step - 1] = per_seed.detach()
-            else:  # seed by seed: each backward adds the seed's gradient to its slice of the stacked .grad
-                for i in range(n):
-                    with _autocast(device, amp):
-                        loss = F.cross_entropy(step_forward({k: v[i] for k, v in params.items()}, xb[i]), yb[i])
-                    loss.backward()
-                    losses[step - 1, i] = loss.detach()
-            opt.step()
-            if step in snap_steps:
-                snapshots[step] = params[first].detach().clone()
-            if step in eval_steps:
-                evals[step] = evaluate()
-            if step % report_every == 0 or step == s.steps:
-                log(f"step {step}/{s.steps} ({n} seeds)  {time.perf_counter() - t0:.1f}s")
-        elapsed = time.perf_counter() - t0
-
-    loss_np = losses.float().cpu().numpy()
-    counts = {step: (c_train.cpu().numpy(), c_test.cpu().numpy()) for step, (c_train, c_test) in evals.items()}
-    snaps = {step: w.float().cpu() for step, w in sorted(snapshots.items())}
-    extra = {"images_per_second": (s.steps - start) * bs * n / max(elapsed, 1e-9), "seeds": float(n)}
-    results = []
-    for i in range(n):
-        counts_i = {step: (int(c_train[i]), int(c_test[i])) for step, (c_train, c_test) in counts.items()}
-        metrics = _train_metrics(loss_np[:, i], counts_i, x_eval.shape[1], x_test.shape[0])
-        snaps_i = {k: w[i].clone() for k, w in snaps.items()}
-        results.append(TrainResult(snaps_i, metrics, seconds + elapsed, dict(extra), precision_name(amp)))
-    return results
 
 
 def snapshots_frame(snapshots: dict[int, torch.Tensor]) -> pd.DataFrame:

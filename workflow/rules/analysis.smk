@@ -2,6 +2,7 @@
 localrules:
     collect_metrics,
     consistency,
+    matched_tau,
     whitening,
     accuracy,
     replication,
@@ -47,6 +48,33 @@ rule consistency:
         analysis=lambda wildcards: config["analysis"],
     script:
         "../scripts/consistency.py"
+
+
+# Every pair of runs of the consistency table again, at the snapshots whose fitted tau are closest
+# (docs/method.md, Matched effective time).
+rule matched_tau:
+    input:
+        energy="results/tables/energy.parquet",
+        fits="results/tables/fits.parquet",
+        pairs="results/tables/consistency.parquet",
+    output:
+        matched="results/tables/matched_tau.parquet",
+        summary="results/tables/matched_tau_summary.parquet",
+        distances="results/tables/tau_distance.parquet",
+    log:
+        "results/logs/matched_tau.log",
+    benchmark:
+        "results/benchmarks/matched_tau.tsv"
+    conda:
+        "../../envs/firstlayer.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        analysis=lambda wildcards: config["analysis"],
+    script:
+        "../scripts/matched_tau.py"
 
 
 rule whitening:
@@ -101,6 +129,8 @@ rule replication:
         frozen="results/tables/frozen_accuracy.parquet",
         check="results/tables/linear_check_summary.parquet",
         label_summary="results/tables/label_information_summary.parquet",
+        matched="results/tables/matched_tau.parquet",
+        matched_summary="results/tables/matched_tau_summary.parquet",
     output:
         parquet="results/tables/replication.parquet",
         markdown="results/tables/replication.md",

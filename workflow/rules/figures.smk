@@ -1,9 +1,6 @@
-# Figures (PNG + SVG, from the tables only) and the pages of the HTML report (`snakemake --report`). Every output is
-# a report() item with its caption in workflow/report/, in categories numbered by stage.
+# Figures (PNG + SVG, from the tables only) and the HTML report's pages: report() items, captions in workflow/report/.
 
-
-# The filter figure shows one training job per architecture: its first in grid order with true labels, else random
-# labels, else a frozen first layer.
+# The filter figure: one training job per architecture, its first with true labels, else random, else frozen.
 FILTER_JOBS = [
     min(
         (job for job in JOBS if job.arch == arch),
@@ -12,283 +9,112 @@ FILTER_JOBS = [
     for arch in dict.fromkeys(job.arch for job in JOBS)
 ]
 
-
-# On a cluster these take seconds: they run beside Snakemake instead of as cluster jobs (workflow/profiles/slurm).
-localrules:
-    plot_profiles,
-    plot_consistency,
-    plot_fit,
-    plot_evolution,
-    plot_filters,
-    plot_accuracy,
-    plot_whitening,
-    plot_linear_check,
-    report_replication,
-    report_configuration,
-
-
-rule plot_profiles:
-    input:
-        energy="results/tables/energy.parquet",
-    output:
-        png=report(
-            "results/figures/profiles.png",
-            caption="../report/profiles.rst",
-            category="3 Energy profiles",
-            subcategory="by condition",
-            labels={"figure": "energy profiles by condition", "format": "PNG"},
+# Each figure once: its tables and where the report shows it (category, subcategory, label). Rule plot_<figure> draws
+# it as firstlayer.plots.plot_<figure>(**tables, **options) in scripts/plot.py (an input that is a list: concatenated).
+FIGURES = {
+    "profiles": dict(
+        input={"energy": "results/tables/energy.parquet"},
+        in_report=("3 Energy profiles", "by condition", "energy profiles by condition"),
+    ),
+    "consistency": dict(
+        input={"pairs": "results/tables/consistency.parquet"},
+        in_report=(
+            "3 Energy profiles",
+            "consistency across runs",
+            "consistency heatmap",
         ),
-        svg=report(
-            "results/figures/profiles.svg",
-            caption="../report/profiles.rst",
-            category="3 Energy profiles",
-            subcategory="by condition",
-            labels={"figure": "energy profiles by condition", "format": "SVG"},
+    ),
+    "fit_overlay": dict(
+        input={
+            "energy": "results/tables/energy.parquet",
+            "fits": "results/tables/fits.parquet",
+        },
+        in_report=("4 Formula fit", "final profiles", "formula fit overlay"),
+    ),
+    "evolution": dict(
+        input={
+            "energy": "results/tables/energy.parquet",
+            "fits": "results/tables/fits.parquet",
+        },
+        in_report=("4 Formula fit", "over training", "profile and tau over training"),
+    ),
+    "filters": dict(
+        input={
+            "snapshots": [
+                f"results/train/{job.dataset}/{job.arch}/{job.labels}/seed{job.seed_key}/snapshots.parquet"
+                for job in FILTER_JOBS
+            ],
+            "pca": sorted({run_pca(job) for job in FILTER_JOBS}),
+        },
+        in_report=("2 Training", "first-layer filters", "filters and PCA basis"),
+    ),
+    "accuracy": dict(
+        input={
+            "metrics": "results/tables/metrics.parquet",
+            "frozen": "results/tables/frozen_accuracy.parquet",
+        },
+        in_report=("2 Training", "accuracy", "accuracy and frozen control"),
+    ),
+    "whitening": dict(
+        input={"whitening": "results/tables/whitening.parquet"},
+        in_report=("5 Whitening", "response flatness", "whitening"),
+    ),
+    "linear_check": dict(
+        input={
+            "profiles": "results/tables/linear_check.parquet",
+            "summary": "results/tables/linear_check_summary.parquet",
+        },
+        in_report=("6 Theory check", "exact linear check", "linear check"),
+    ),
+    "matched_tau": dict(
+        input={
+            "distances": "results/tables/tau_distance.parquet",
+            "matched": "results/tables/matched_tau.parquet",
+        },
+        in_report=(
+            "3 Energy profiles",
+            "consistency at matched effective time",
+            "correlation against effective-time distance",
         ),
-    log:
-        "results/logs/plot_profiles.log",
-    benchmark:
-        "results/benchmarks/plot_profiles.tsv"
-    conda:
-        "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
-    script:
-        "../scripts/plot_profiles.py"
+    ),
+}
 
+# Local rules: on a cluster they take seconds beside Snakemake instead of cluster jobs (workflow/profiles/slurm).
+for figure, spec in FIGURES.items():
+    category, subcategory, label = spec["in_report"]
 
-rule plot_consistency:
-    input:
-        pairs="results/tables/consistency.parquet",
-    output:
-        png=report(
-            "results/figures/consistency.png",
-            caption="../report/consistency.rst",
-            category="3 Energy profiles",
-            subcategory="consistency across runs",
-            labels={"figure": "consistency heatmap", "format": "PNG"},
-        ),
-        svg=report(
-            "results/figures/consistency.svg",
-            caption="../report/consistency.rst",
-            category="3 Energy profiles",
-            subcategory="consistency across runs",
-            labels={"figure": "consistency heatmap", "format": "SVG"},
-        ),
-    log:
-        "results/logs/plot_consistency.log",
-    benchmark:
-        "results/benchmarks/plot_consistency.tsv"
-    conda:
-        "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
-    script:
-        "../scripts/plot_consistency.py"
-
-
-rule plot_fit:
-    input:
-        energy="results/tables/energy.parquet",
-        fits="results/tables/fits.parquet",
-    output:
-        png=report(
-            "results/figures/fit_overlay.png",
-            caption="../report/fit_overlay.rst",
-            category="4 Formula fit",
-            subcategory="final profiles",
-            labels={"figure": "formula fit overlay", "format": "PNG"},
-        ),
-        svg=report(
-            "results/figures/fit_overlay.svg",
-            caption="../report/fit_overlay.rst",
-            category="4 Formula fit",
-            subcategory="final profiles",
-            labels={"figure": "formula fit overlay", "format": "SVG"},
-        ),
-    log:
-        "results/logs/plot_fit.log",
-    benchmark:
-        "results/benchmarks/plot_fit.tsv"
-    conda:
-        "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
-    script:
-        "../scripts/plot_fit.py"
-
-
-rule plot_evolution:
-    input:
-        energy="results/tables/energy.parquet",
-        fits="results/tables/fits.parquet",
-    output:
-        png=report(
-            "results/figures/evolution.png",
-            caption="../report/evolution.rst",
-            category="4 Formula fit",
-            subcategory="over training",
-            labels={"figure": "profile and tau over training", "format": "PNG"},
-        ),
-        svg=report(
-            "results/figures/evolution.svg",
-            caption="../report/evolution.rst",
-            category="4 Formula fit",
-            subcategory="over training",
-            labels={"figure": "profile and tau over training", "format": "SVG"},
-        ),
-    log:
-        "results/logs/plot_evolution.log",
-    benchmark:
-        "results/benchmarks/plot_evolution.tsv"
-    conda:
-        "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
-    script:
-        "../scripts/plot_evolution.py"
-
-
-rule plot_filters:
-    input:
-        snapshots=[
-            f"results/train/{job.dataset}/{job.arch}/{job.labels}/seed{job.seed_key}/snapshots.parquet"
-            for job in FILTER_JOBS
-        ],
-        pca=sorted({run_pca(job) for job in FILTER_JOBS}),
-    output:
-        png=report(
-            "results/figures/filters.png",
-            caption="../report/filters.rst",
-            category="2 Training",
-            subcategory="first-layer filters",
-            labels={"figure": "filters and PCA basis", "format": "PNG"},
-        ),
-        svg=report(
-            "results/figures/filters.svg",
-            caption="../report/filters.rst",
-            category="2 Training",
-            subcategory="first-layer filters",
-            labels={"figure": "filters and PCA basis", "format": "SVG"},
-        ),
-    log:
-        "results/logs/plot_filters.log",
-    benchmark:
-        "results/benchmarks/plot_filters.tsv"
-    conda:
-        "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
-    script:
-        "../scripts/plot_filters.py"
-
-
-rule plot_accuracy:
-    input:
-        metrics="results/tables/metrics.parquet",
-        frozen="results/tables/frozen_accuracy.parquet",
-    output:
-        png=report(
-            "results/figures/accuracy.png",
-            caption="../report/accuracy.rst",
-            category="2 Training",
-            subcategory="accuracy",
-            labels={"figure": "accuracy and frozen control", "format": "PNG"},
-        ),
-        svg=report(
-            "results/figures/accuracy.svg",
-            caption="../report/accuracy.rst",
-            category="2 Training",
-            subcategory="accuracy",
-            labels={"figure": "accuracy and frozen control", "format": "SVG"},
-        ),
-    log:
-        "results/logs/plot_accuracy.log",
-    benchmark:
-        "results/benchmarks/plot_accuracy.tsv"
-    conda:
-        "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
-    script:
-        "../scripts/plot_accuracy.py"
-
-
-rule plot_whitening:
-    input:
-        whitening="results/tables/whitening.parquet",
-    output:
-        png=report(
-            "results/figures/whitening.png",
-            caption="../report/whitening.rst",
-            category="5 Whitening",
-            subcategory="response flatness",
-            labels={"figure": "whitening", "format": "PNG"},
-        ),
-        svg=report(
-            "results/figures/whitening.svg",
-            caption="../report/whitening.rst",
-            category="5 Whitening",
-            subcategory="response flatness",
-            labels={"figure": "whitening", "format": "SVG"},
-        ),
-    log:
-        "results/logs/plot_whitening.log",
-    benchmark:
-        "results/benchmarks/plot_whitening.tsv"
-    conda:
-        "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
-    script:
-        "../scripts/plot_whitening.py"
-
-
-rule plot_linear_check:
-    input:
-        profiles="results/tables/linear_check.parquet",
-        summary="results/tables/linear_check_summary.parquet",
-    output:
-        png=report(
-            "results/figures/linear_check.png",
-            caption="../report/linear_check.rst",
-            category="6 Theory check",
-            subcategory="exact linear check",
-            labels={"figure": "linear check", "format": "PNG"},
-        ),
-        svg=report(
-            "results/figures/linear_check.svg",
-            caption="../report/linear_check.rst",
-            category="6 Theory check",
-            subcategory="exact linear check",
-            labels={"figure": "linear check", "format": "SVG"},
-        ),
-    log:
-        "results/logs/plot_linear_check.log",
-    benchmark:
-        "results/benchmarks/plot_linear_check.tsv"
-    conda:
-        "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
-    script:
-        "../scripts/plot_linear_check.py"
+    rule:
+        name:
+            f"plot_{figure}"
+        input:
+            **spec["input"],
+        output:
+            **{
+                fmt: report(
+                    f"results/figures/{figure}.{fmt}",
+                    caption=f"../report/{figure}.rst",
+                    category=category,
+                    subcategory=subcategory,
+                    labels={"figure": label, "format": fmt.upper()},
+                )
+                for fmt in ("png", "svg")
+            },
+        log:
+            f"results/logs/plot_{figure}.log",
+        benchmark:
+            f"results/benchmarks/plot_{figure}.tsv"
+        localrule: True
+        conda:
+            "../../envs/firstlayer.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=5,
+        params:
+            plot=f"plot_{figure}",
+            options=spec.get("options", {}),
+        script:
+            "../scripts/plot.py"
 
 
 rule report_replication:
@@ -306,6 +132,7 @@ rule report_replication:
         "results/logs/report_replication.log",
     benchmark:
         "results/benchmarks/report_replication.tsv"
+    localrule: True
     conda:
         "../../envs/firstlayer.yaml"
     threads: 1
@@ -313,7 +140,7 @@ rule report_replication:
         mem_mb=1000,
         runtime=5,
     script:
-        "../scripts/plot_replication_table.py"
+        "../scripts/report_replication.py"
 
 
 rule report_configuration:
@@ -331,6 +158,7 @@ rule report_configuration:
         "results/logs/report_configuration.log",
     benchmark:
         "results/benchmarks/report_configuration.tsv"
+    localrule: True
     conda:
         "../../envs/firstlayer.yaml"
     threads: 1
@@ -340,4 +168,4 @@ rule report_configuration:
     params:
         config=lambda wildcards: config,
     script:
-        "../scripts/plot_configuration.py"
+        "../scripts/report_configuration.py"

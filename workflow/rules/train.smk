@@ -15,7 +15,7 @@ rule train:
     resources:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
-        gpu=1,
+        gpu=train_gpu,
     params:
         settings=train_settings,
         # progress of an interrupted job: beside the outputs but not one of them (a failed job's outputs are deleted)

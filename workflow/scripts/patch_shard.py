@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from firstlayer.config import config_hash
+from firstlayer.config import config_hash, shard_bounds
 from firstlayer.io import job_log, load_dataset, write_table
-from firstlayer.patches import raw_moments, shard_bounds, shard_moments_frame
+from firstlayer.patches import raw_moments, shard_moments_frame
 
 with job_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

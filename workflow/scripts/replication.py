@@ -17,6 +17,8 @@ with job_log(snakemake.log[0]):
         frozen=pd.read_parquet(i.frozen),
         check=pd.read_parquet(i.check),
         label_info=pd.read_parquet(i.label_summary),
+        matched_summary=pd.read_parquet(i.matched_summary),
+        matched=pd.read_parquet(i.matched),
     )
     write_table(table.astype({"holds": "object"}), snakemake.output.parquet)
     markdown = to_markdown(table)

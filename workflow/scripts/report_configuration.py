@@ -4,7 +4,7 @@ from pathlib import Path
 
 from firstlayer.config import config_hash
 from firstlayer.io import job_log
-from firstlayer.plots import configuration_html
+from firstlayer.report import configuration_html
 
 with job_log(snakemake.log[0]):
     config = snakemake.params.config
