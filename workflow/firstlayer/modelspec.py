@@ -229,7 +229,7 @@ def _names_library_weights(text: str) -> bool:
     )
 
 
-def _torchvision_weights(name: str, weights: str) -> Any:
+def torchvision_weights(name: str, weights: str) -> Any:
     """torchvision's weights enum member of model `name`: 'DEFAULT', 'IMAGENET1K_V1' or 'ResNet18_Weights.X'."""
     import torchvision
 
@@ -237,27 +237,39 @@ def _torchvision_weights(name: str, weights: str) -> Any:
     member = weights.rpartition(".")[2] if weights.startswith(enum.__name__ + ".") else weights
     if member not in enum.__members__:
         allowed = ", ".join(["DEFAULT", *enum.__members__])
-        raise ModelSpecError(f"no file {weights!r}, and {name} has no torchvision weights of that name: {allowed}")
+        raise ModelSpecError(
+            f"{name} has no weights {weights!r} (and no file has that name); torchvision's weights for it: {allowed}"
+        )
     return enum[member]
 
 
 def _torchvision_library(name: str, weights: str) -> tuple[dict, str, Path, np.ndarray, np.ndarray]:
     """(state_dict from torch.hub's cache, their name, the file, mean, std) of torchvision weights; never downloads."""
-    import torch
 
     from firstlayer.checkpoints import read_checkpoint
 
-    entry = _torchvision_weights(name, weights)
-    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.url).name
+    entry = torchvision_weights(name, weights)
+    path = hub_checkpoint(entry)
     if not path.is_file():
         raise ModelSpecError(
             f"torchvision weights {entry} are not in torch.hub's cache: looked for {path}. Nothing is downloaded: "
             f'copy the file there (on a machine with a network: python -c "import torchvision; '
             f"torchvision.models.get_model('{name}', weights='{entry.name}')\"), or pass it with --weights FILE"
         )
+    return read_checkpoint(path), f"torchvision {entry}", path, *weights_normalisation(entry)
+
+
+def hub_checkpoint(entry: Any) -> Path:
+    """Where torchvision keeps the checkpoint of weights `entry` once downloaded (nothing is downloaded here)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.url).name
+
+
+def weights_normalisation(entry: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (in [0, 1] pixel units) of torchvision weights' own preprocessing."""
     preprocess = entry.transforms()
-    mean, std = np.asarray(preprocess.mean, dtype=np.float64), np.asarray(preprocess.std, dtype=np.float64)
-    return read_checkpoint(path), f"torchvision {entry}", path, mean, std
+    return np.asarray(preprocess.mean, dtype=np.float64), np.asarray(preprocess.std, dtype=np.float64)
 
 
 def _timm_library(name: str) -> tuple[dict, str, Path, np.ndarray, np.ndarray]:

@@ -14,6 +14,8 @@ import torch
 import torchvision
 
 from firstlayer.energy import energy_profile
+from firstlayer.modelspec import hub_checkpoint as hub_checkpoint_of
+from firstlayer.modelspec import torchvision_weights, weights_normalisation
 from firstlayer.patches import PatchMoments, normalise_moments, patch_pca
 
 
@@ -69,18 +71,12 @@ def first_layer_weight(name: str) -> FirstLayerWeight:
 def weights_entry(name: str, weights: str) -> torchvision.models.WeightsEnum:
     """torchvision's weights enum member `weights` (e.g. 'IMAGENET1K_V1', or 'DEFAULT') of model `name`."""
     first_layer_weight(name)
-    enum = torchvision.models.get_model_weights(name)
-    try:
-        return enum[weights]
-    except KeyError:
-        allowed = ", ".join(["DEFAULT", *enum.__members__])
-        raise ValueError(f"{name} has no weights {weights!r}; torchvision's weights for it: {allowed}") from None
+    return torchvision_weights(name, weights)
 
 
 def hub_checkpoint(name: str, weights: str) -> Path:
     """Where torchvision stores the checkpoint of these weights once downloaded (nothing is downloaded here)."""
-    url = weights_entry(name, weights).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    return hub_checkpoint_of(weights_entry(name, weights))
 
 
 def checkpoint_path(name: str, weights: str, path: str | Path | None = None) -> Path:
@@ -90,8 +86,7 @@ def checkpoint_path(name: str, weights: str, path: str | Path | None = None) -> 
 
 def input_normalisation(name: str, weights: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (in [0, 1] pixel units) of the weights' own preprocessing (ImageNet's)."""
-    preprocess = weights_entry(name, weights).transforms()
-    return np.asarray(preprocess.mean, dtype=np.float64), np.asarray(preprocess.std, dtype=np.float64)
+    return weights_normalisation(weights_entry(name, weights))
 
 
 def load_first_layer(path: str | Path, name: str) -> np.ndarray:
