@@ -136,7 +136,10 @@ def test_builtins_and_torchvision_build_at_random_init() -> None:
     assert isinstance(build_network("torchvision:resnet18"), torchvision.models.ResNet)
     with pytest.raises(ModelSpecError, match=r"torchvision has no classification model 'resnet19'; close: resnet18"):
         load_builder("torchvision:resnet19")
-    with pytest.raises(ModelSpecError, match="no classification model 'fcn_resnet50'"):
+    with pytest.raises(
+        ModelSpecError,
+        match=r"fcn_resnet50 is not a classification model \(it is one of torchvision.models.segmentation\)",
+    ):
         load_builder("torchvision:fcn_resnet50")
 
 

@@ -97,8 +97,10 @@ def test_adding_a_model_is_one_registry_entry(monkeypatch, tmp_path):
     from firstlayer import resources
 
     cfg = config(model="toy", seeds_per_job=2)
-    assert "toy" not in load_schema()["$defs"]["architecture"]["properties"]["model"]["enum"]
-    assert re.search(r"'architectures\.net\.model': 'toy' is not one of", problems(cfg)[0])
+    assert "toy" not in load_schema()["$defs"]["architecture"]["properties"]["model"]["anyOf"][0]["enum"]
+    assert re.search(
+        r"'architectures\.net\.model': 'toy' is not a model; a model is a built-in name \(linear,", problems(cfg)[0]
+    )
 
     def toy(classes: int, k: int, width: int, side: int) -> nn.Module:
         return nn.Sequential(nn.Conv2d(3, width, k), nn.Flatten(), nn.LazyLinear(classes))
@@ -114,7 +116,7 @@ def test_adding_a_model_is_one_registry_entry(monkeypatch, tmp_path):
         min_image_size=16,
     )
     monkeypatch.setitem(models.MODELS, "toy", spec)
-    assert load_schema()["$defs"]["architecture"]["properties"]["model"]["enum"][-1] == "toy"
+    assert load_schema()["$defs"]["architecture"]["properties"]["model"]["anyOf"][0]["enum"][-1] == "toy"
     assert problems(cfg) == [
         "config key 'architectures.net.seeds_per_job': toy trains one seed per job; several seeds per job need a "
         "model without batch statistics: linear, small_cnn"

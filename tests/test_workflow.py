@@ -59,10 +59,11 @@ def test_every_output_is_made(smoke_run: Path) -> None:
     for name in ("profiles", "fit_overlay", "consistency"):
         png = (results / "figures" / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    for k, dataset in ((3, "photos"), (3, "rotations"), (5, "rotations")):
+    for k, dataset in ((3, "photos"), (3, "rotations"), (5, "rotations"), (7, "rotations")):
         pca = pd.read_parquet(results / "patches" / dataset / f"k{k}" / "pca.parquet")
         assert len(pca) == 3 * k * k and pca["eigenvalue"].is_monotonic_decreasing
     assert not (results / "patches" / "photos" / "k5").exists()  # no network with 5x5 filters trains on photos
+    assert not (results / "patches" / "photos" / "k7").exists()  # the user network's 7x7: only on rotations
     assert any((results / "logs" / "train").rglob("*.log"))
     assert any((results / "benchmarks" / "train").rglob("*.tsv"))
 
@@ -98,7 +99,7 @@ def test_tables_are_tidy_with_provenance(smoke_run: Path) -> None:
     for col in ("config_hash", "firstlayer_version", "torch_version"):
         assert energy[col].notna().all()
     runs = energy.groupby(["dataset", "arch", "labels", "seed"]).ngroups
-    assert runs == 4 * 2 + 2 + 1
+    assert runs == 4 * 2 + 2 + 1 + 1
     # linear trains both seeds in one job (seeds_per_job: 2): one file, both seeds in it
     grouped = pd.read_parquet(
         smoke_run / "results" / "train" / "photos" / "linear" / "true" / "seed0+1" / "snapshots.parquet"
@@ -126,6 +127,79 @@ def test_seeds_agree_on_the_linear_network(smoke_run: Path) -> None:
     seed_pairs = pairs[(pairs.kind == "W-W0") & (pairs.relation == "seed") & (pairs.arch_a == "linear")]
     assert len(seed_pairs) == 4
     assert seed_pairs["correlation"].min() > 0.8
+
+
+def test_a_user_builder_is_trained_profiled_and_fitted(smoke_run: Path) -> None:
+    """tests/configs/user_net.py:build (architecture user_net): its 7x7 stride-2 first layer found by running it,
+    profiled in the 7x7 patch PCA (147 components) at every snapshot, both formulas fitted, its whitening measured."""
+    tables = smoke_run / "results" / "tables"
+    energy = pd.read_parquet(tables / "energy.parquet")
+    user = energy[energy.arch == "user_net"]
+    assert set(user["model"]) == {"tests/configs/user_net.py:build"} and set(user["kernel_size"]) == {7}
+    assert set(user["kind"]) == {"W", "W-W0"} and user["component"].max() == 147
+    assert user.groupby(["step", "kind"]).size().eq(147).all() and user["step"].max() == 8
+    snapshots = pd.read_parquet(smoke_run / "results" / "train" / "rotations" / "user_net" / "true" / "seed0" /
+                                "snapshots.parquet")  # fmt: skip
+    assert snapshots["filter"].nunique() == 6 and snapshots["position"].nunique() == 147  # width 6, 7x7x3
+    fits = pd.read_parquet(tables / "fits.parquet")
+    fits = fits[fits.arch == "user_net"]
+    assert len(fits) == 2 * user.groupby(["step", "kind"]).ngroups and np.isfinite(fits["tau"]).all()
+    whitening = pd.read_parquet(tables / "whitening.parquet")
+    assert set(whitening.loc[whitening.arch == "user_net", "stage"]) == {"data", "init", "trained"}
+    log = (smoke_run / "results" / "logs" / "train" / "rotations" / "user_net" / "true" / "seed0.log").read_text()
+    assert "8 steps" in log
+
+
+def test_the_api_profile_and_fit_equal_the_workflows(smoke_run: Path) -> None:
+    """firstlayer.analyze on one run of the smoke grid (the user network's, at its last snapshot: its network built
+    as the workflow builds it, the trained first layer loaded from the run's snapshots, the init from its step 0, on
+    the dataset it trained on) gives the workflow's energy profiles and fits of that run. Both take the exact integer
+    patch moments, so only float64 rounding of the eigendecomposition and projections separates them (rtol 1e-9),
+    and the one-parameter fit searches a fixed τ grid (the same τ). The init-aware fit refines (τ, β) locally; for a
+    profile fitted at the τ grid's bound (at_bound: W after 8 steps is still nearly its flat init, r = 0.12) the
+    score surface is flat there, and rounding picks another point of nearly the same correlation (1e-6 apart,
+    measured): for those only the correlation is compared, at rtol 1e-5."""
+    import firstlayer
+    from firstlayer.config import validate_config
+    from firstlayer.energy import snapshot_arrays
+    from firstlayer.io import load_dataset
+    from firstlayer.models import build_model, first_layer
+
+    results = smoke_run / "results"
+    snaps = snapshot_arrays(pd.read_parquet(results / "train" / "rotations" / "user_net" / "true" / "seed0" /
+                                            "snapshots.parquet"))  # fmt: skip
+    last = max(snaps)
+    arch = validate_config(yaml.safe_load(SMOKE.read_text()))["architectures"]["user_net"]
+    data = load_dataset(
+        results / "data" / "rotations" / "images.npy", results / "data" / "rotations" / "manifest.parquet"
+    )
+    net = build_model(arch["model"], num_classes=data.num_classes, kernel_size=arch["kernel_size"], width=arch["width"])
+    layer = first_layer(net, arch["model"], arch["first_layer"])
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(snaps[last]).view_as(layer.weight))
+    init = torch.from_numpy(snaps[0]).view_as(layer.weight)
+    profile = firstlayer.analyze(net, data, init=init, progress=False)
+    assert profile.energy["first_layer"].iloc[0] == arch["first_layer"] and profile.kernel_size == 7
+
+    run = {"dataset": "rotations", "arch": "user_net", "labels": "true", "seed": 0, "step": last}
+    energy = pd.read_parquet(results / "tables" / "energy.parquet")
+    fits = pd.read_parquet(results / "tables" / "fits.parquet")
+    energy = energy[(energy[list(run)] == pd.Series(run)).all(axis=1)]
+    fits = fits[(fits[list(run)] == pd.Series(run)).all(axis=1)]
+    for kind in ("W", "W-W0"):
+        ours = profile.energy[profile.energy.kind == kind].sort_values("component")
+        theirs = energy[energy.kind == kind].sort_values("component")
+        assert len(ours) == len(theirs) == 147
+        np.testing.assert_allclose(ours["eigenvalue"], theirs["eigenvalue"], rtol=1e-9)
+        np.testing.assert_allclose(ours["energy"], theirs["energy"], rtol=1e-9)
+        for formula in ("one_parameter", "init_aware"):
+            [theirs_fit] = fits[(fits.kind == kind) & (fits.formula == formula)].to_dict("records")
+            ours_fit = profile.fit(kind, formula)
+            assert ours_fit["at_bound"] == theirs_fit["at_bound"]
+            flat = formula == "init_aware" and theirs_fit["at_bound"]
+            for column in ("correlation",) if flat else ("tau", "beta", "correlation"):
+                np.testing.assert_allclose(ours_fit[column], theirs_fit[column], rtol=1e-5 if flat else 1e-9,
+                                           err_msg=f"{kind} {formula} {column}")  # fmt: skip
 
 
 def test_rerun_does_nothing(smoke_run: Path) -> None:

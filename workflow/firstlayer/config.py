@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 import jsonschema
 import yaml
 
-from firstlayer.models import MODELS, image_size_problem, kernel_problem, stackable_models
+from firstlayer.models import MODELS, image_size_problem, is_user_model, kernel_problem, model_spec, stackable_models
+from firstlayer.modelspec import SPEC_FORMS
 
 #: The config schema, package data of firstlayer: an installed package validates configs without the repository.
 SCHEMA_PATH = importlib.resources.files("firstlayer") / "config.schema.yaml"
@@ -59,9 +60,9 @@ def parse_seed_key(key: str) -> tuple[int, ...]:
 
 def load_schema() -> dict[str, Any]:
     """The config schema as a dict; the `model` enum is filled in from the model registry (firstlayer.models.MODELS),
-    the one list of models."""
+    the one list of models (a model is one of them or a user model's spec, the schema's pattern)."""
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    schema["$defs"]["architecture"]["properties"]["model"]["enum"] = list(MODELS)
+    schema["$defs"]["architecture"]["properties"]["model"]["anyOf"][0]["enum"] = list(MODELS)
     return schema
 
 
@@ -122,6 +123,8 @@ def _message(error: jsonschema.ValidationError) -> str:
             msg += f"; allowed keys here: {', '.join(allowed)}"
     elif error.validator == "const":
         msg += f"; allowed: {error.validator_value!r}"
+    elif error.validator == "anyOf" and error.absolute_path and error.absolute_path[-1] == "model":
+        msg = f"config key '{_path(error)}': {error.instance!r} is not a model; a model is {SPEC_FORMS}"
     elif error.validator == "type" and isinstance(error.instance, str) and error.validator_value in ("object", "array"):
         msg += "; on the command line write a nested value as YAML, e.g. --config 'training={precision: float32}'"
     description = error.schema.get("description")
@@ -218,6 +221,7 @@ def _cross_check(config: dict[str, Any]) -> None:
                 f"(passes over the training images); found {found}"
             )
     problems += _architecture_problems(config)
+    problems += _user_model_problems(config)
     problems += _pretrained_problems(config)
     problems += _dataset_problems(config)
     if problems:
@@ -241,7 +245,13 @@ def _architecture_problems(config: dict[str, Any]) -> list[str]:
     minimum image size against the images of every dataset the grid trains it on."""
     problems = []
     for arch, entry in config["architectures"].items():
-        model, spec = entry["model"], MODELS[entry["model"]]
+        model, spec = entry["model"], model_spec(entry["model"])
+        if "first_layer" in entry and not is_user_model(model):
+            problems.append(
+                f"config key 'architectures.{arch}.first_layer': {model} is a built-in model, whose first layer is "
+                f"{spec.first_layer} (firstlayer.models.MODELS); remove 'first_layer' (it is for torchvision:, timm: "
+                "and your own builders)"
+            )
         if entry["seeds_per_job"] > 1 and not spec.stackable:
             problems.append(
                 f"config key 'architectures.{arch}.seeds_per_job': {model} trains one seed per job; several seeds "
@@ -253,8 +263,10 @@ def _architecture_problems(config: dict[str, Any]) -> list[str]:
                 "filters (its width is fixed); remove 'width' or use a model whose width can change"
             )
     for (arch, dataset), i in _trained_pairs(config).items():
-        model, kernel_size = config["architectures"][arch]["model"], config["architectures"][arch]["kernel_size"]
+        model, kernel_size = config["architectures"][arch]["model"], config["architectures"][arch].get("kernel_size")
         side = image_side(config["datasets"][dataset])
+        if is_user_model(model):  # built and run on these images by _user_model_problems
+            continue
         if problem := image_size_problem(model, side):
             problems.append(
                 f"config key 'datasets.{dataset}.image_size': architecture '{arch}' ({model}, grid block {i}) "
@@ -265,6 +277,43 @@ def _architecture_problems(config: dict[str, Any]) -> list[str]:
                 f"config key 'architectures.{arch}.kernel_size': {problem} of dataset '{dataset}' (grid block {i}); "
                 "pick a kernel size that fits its images"
             )
+    return problems
+
+
+def _user_model_problems(config: dict[str, Any]) -> list[str]:
+    """Each user model (torchvision:, timm:, a file's or module's builder) imported, built with seed 0 and trained one
+    step on two random images of every image side the grid trains it on (firstlayer.modelspec.check_grid_model);
+    then its first layer's module path and kernel size are filled in (`first_layer`, `kernel_size`): every later
+    step reads them from the validated config. Imports torch only when the config has a user model."""
+    users = {arch: entry for arch, entry in config["architectures"].items() if is_user_model(entry["model"])}
+    if not users:
+        return []
+    from firstlayer.modelspec import GridModelError, check_grid_model
+
+    sides: dict[str, dict[int, str]] = {arch: {} for arch in users}  # arch -> {image side: first dataset with it}
+    for (arch, dataset), i in _trained_pairs(config).items():
+        if arch in users:
+            sides[arch].setdefault(image_side(config["datasets"][dataset]), f"dataset '{dataset}' (grid block {i})")
+    problems = []
+    for arch, entry in users.items():
+        given = {k: entry.get(k) for k in ("kernel_size", "width", "first_layer")}
+        try:  # an architecture the grid does not train: its import and builder's signature only
+            layers = [check_grid_model(entry["model"], image_size=side, where=where, **given)
+                      for side, where in (sides[arch] or {None: ""}).items()]  # fmt: skip
+        except GridModelError as error:
+            problems.append(f"config key 'architectures.{arch}.{error.key}': {error}")
+            continue
+        found = {(layer.name, layer.kernel_size) for layer in layers if layer is not None}
+        if len(found) > 1:
+            listed = "; ".join(
+                f"{layer.description} on {where}" for where, layer in zip(sides[arch].values(), layers, strict=True)
+            )
+            problems.append(
+                f"config key 'architectures.{arch}.first_layer': the network's first layer differs between the "
+                f"image sizes it trains on ({listed}); train it on one image size per architecture"
+            )
+        elif found:
+            ((entry["first_layer"], entry["kernel_size"]),) = found
     return problems
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+#: How the messages say to name the first layer (the config's validation says it with the key to set).
+CHOOSE_HINT = "choose one with first_layer='NAME' (--first-layer NAME)"
 #: Image sides tried for the dummy batch after the data's own, when a network refuses it (ViTs fix their size).
 FALLBACK_SIZES = (224,)
 
@@ -46,9 +48,7 @@ def _choose(model: nn.Module, names: list[str] | None = None) -> str:
     """The candidates (default: every 3-channel Conv2d) and how to choose one."""
     names = names or input_convs(model)
     listed = ", ".join(names[:20]) + (f" (and {len(names) - 20} more)" if len(names) > 20 else "")
-    return (
-        f"candidates: {listed or 'none (no 3-channel Conv2d)'}; choose one with first_layer='NAME' (--first-layer NAME)"
-    )
+    return f"candidates: {listed or 'none (no 3-channel Conv2d)'}; {CHOOSE_HINT}"
 
 
 def _probe(model: nn.Module, side: int) -> list[str]:

@@ -13,6 +13,11 @@ goes into, before any other layer touches it (a test holds this with forward hoo
 - ``vgg11_bn``: ``features.0``, the first conv of torchvision's VGG ``features`` stack.
 - ``vit_tiny``: ``conv_proj``, the patch embedding: a k x k, stride-k convolution whose k*k*3 filters act on
   non-overlapping patches, the same patch vectors (channel, row, column) as a conv layer's.
+
+A user model (``torchvision:NAME``, ``timm:NAME``, ``path/file.py:builder``, ``package.module:builder``; parsed by
+``firstlayer.modelspec``) gets a spec of the same shape from ``user_model_spec``: built by ``firstlayer.modelspec``,
+never stacked, conservative resource figures, and its first layer named by the validated config (found there by
+forward hooks, or given as the architecture's ``first_layer``).
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
-#: (num_classes, kernel_size, width, image_size) -> a freshly initialised network.
-Builder = Callable[[int, int, int, int], "nn.Module"]
+#: (num_classes, kernel_size, width, image_size) -> a freshly initialised network (a user model's builder takes
+#: None for a kernel size or width the config leaves to the network).
+Builder = Callable[[int, int | None, int | None, int], "nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,11 @@ class ModelSpec:
     linear: bool = False
     #: (kernel_size, image side) -> why the model cannot take them, or None
     kernel_check: Callable[[int, int], str | None] | None = None
+
+
+def _modelspec() -> ModuleType:
+    """firstlayer.modelspec, imported when a user model is built (it imports the user's code, and torch)."""
+    return importlib.import_module("firstlayer.modelspec")
 
 
 def _networks() -> ModuleType:
@@ -132,10 +143,39 @@ def stackable_models() -> list[str]:
     return [name for name, spec in MODELS.items() if spec.stackable]
 
 
+def is_user_model(model: str) -> bool:
+    """Whether `model` names a network outside the registry: torchvision:NAME, timm:NAME, file.py:builder or
+    package.module:builder (every such spec has a colon; no registry name does)."""
+    return ":" in model
+
+
+def user_model_spec(model: str) -> ModelSpec:
+    """The registry-like spec of a user model: its builder calls ``firstlayer.modelspec.build_grid_network``
+    (those of kernel size and width the config gives, only where the builder names them); its first layer is the
+    architecture's ``first_layer``, which validation fills in. Nothing is known about batch statistics, so it is
+    never stacked; the throughput and memory figures are conservative (a ResNet-50 at 32x32 beats them)."""
+    return ModelSpec(
+        builder=lambda c, k, w, s: _modelspec().build_grid_network(
+            model, num_classes=c, kernel_size=k, width=w, image_size=s
+        ),
+        first_layer="",  # the config's architectures.<arch>.first_layer
+        default_width=0,  # the builder's own
+        stackable=False,
+        batch_norm=True,  # unknown: assumed, so that no two seeds share a process
+        cpu_images_per_second=10,
+        activation_mb=16.0,
+    )
+
+
 def model_spec(model: str) -> ModelSpec:
-    """The registry entry of `model`; ValueError listing the known models otherwise."""
+    """The registry entry of `model`, or the spec of a user model; ValueError listing the known models otherwise."""
+    if is_user_model(model):
+        return user_model_spec(model)
     if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; allowed: {', '.join(MODELS)}")
+        raise ValueError(
+            f"unknown model {model!r}; allowed: {', '.join(MODELS)}, or torchvision:NAME, timm:NAME, "
+            "path/to/file.py:builder, package.module:builder"
+        )
     return MODELS[model]
 
 
@@ -158,8 +198,11 @@ def build_model(
 ) -> nn.Module:
     """A freshly initialised network of model `name` (init drawn from torch's global RNG: seed it around this call).
 
-    `width` is the number of first-layer filters (the spec's ``default_width`` when None)."""
+    `width` is the number of first-layer filters (the spec's ``default_width`` when None). A user model gets
+    `kernel_size` and `width` only where its builder names them (the config's validation checked the rest)."""
     spec = model_spec(name)
+    if is_user_model(name):
+        return spec.builder(num_classes, kernel_size, width, image_size)
     if problem := image_size_problem(name, image_size) or kernel_problem(name, kernel_size, image_size):
         raise ValueError(f"{name}: {problem}")
     if spec.fixed_width and width not in (None, spec.default_width):
@@ -167,11 +210,14 @@ def build_model(
     return spec.builder(num_classes, kernel_size, width or spec.default_width, image_size)
 
 
-def first_layer(model: nn.Module, name: str) -> nn.Conv2d:
-    """The first-layer convolution of a network built by ``build_model(name, ...)``."""
+def first_layer(model: nn.Module, name: str, path: str | None = None) -> nn.Conv2d:
+    """The first-layer convolution of a network built by ``build_model(name, ...)``: module `path`, by default the
+    registry's (a user model's is its validated architecture's ``first_layer``)."""
     from torch import nn
 
-    path = model_spec(name).first_layer
+    path = path or model_spec(name).first_layer
+    if not path:
+        raise ValueError(f"{name}: a user model's first layer is the validated config's first_layer; none given")
     layer = model.get_submodule(path)
     if not isinstance(layer, nn.Conv2d) or layer.in_channels != 3:
         raise TypeError(f"{name}: {path} is not a 3-channel Conv2d but {layer}")

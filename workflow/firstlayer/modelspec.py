@@ -35,6 +35,11 @@ LIBRARY_WEIGHTS = "DEFAULT"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".tar")
 
 
+#: The repository root when the package runs from a checkout (workflow/firstlayer/ inside it): a relative model file
+#: not found in the working directory is looked for here.
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
 class ModelSpecError(ValueError):
     """A model spec that cannot be parsed, imported or built, or weights that cannot be found."""
 
@@ -80,10 +85,28 @@ def parse_model_spec(spec: str) -> ModelSource:
     raise ModelSpecError(f"model spec {spec!r}: before ':' write a .py file or a dotted module name; {SPEC_FORMS}")
 
 
+def model_file(name: str | Path) -> Path:
+    """The .py file of a 'file' spec: `name` as it is (absolute, or relative to the working directory), else relative
+    to the repository this package runs from (the Snakefile's folder, as Snakemake resolves a rule's script: a
+    workflow run with --directory elsewhere still finds tests/configs/user_net.py)."""
+    path = Path(name).expanduser()
+    candidates = [path] if path.is_absolute() else [path, REPOSITORY / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = " and ".join(dict.fromkeys(str(c.resolve()) for c in candidates))
+    raise ModelSpecError(f"model file {name} does not exist (looked at {looked})")
+
+
+def source_file(spec: str) -> Path | None:
+    """The .py file a 'file' spec builds from (``model_file``), None for any other spec: the workflow makes it an
+    input of the architecture's training jobs, so that editing it re-trains."""
+    source = parse_model_spec(spec)
+    return model_file(source.name) if source.kind == "file" else None
+
+
 def _import_file(path: Path) -> Any:
     """Import a user's .py file as a module (its folder on sys.path meanwhile, so that it can import its siblings)."""
-    if not path.is_file():
-        raise ModelSpecError(f"model file {path} does not exist (looked at {path.resolve()})")
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
     name = f"_firstlayer_user_{path.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -140,6 +163,13 @@ def load_builder(source: ModelSource | str) -> Callable[..., nn.Module]:
         import torchvision
 
         names = torchvision.models.list_models(module=torchvision.models)  # classification models only
+        if source.name not in names and source.name in torchvision.models.list_models():
+            raise ModelSpecError(
+                f"torchvision's {source.name} is not a classification model (it is one of "
+                f"torchvision.models.{torchvision.models.get_model_builder(source.name).__module__.split('.')[2]}); "
+                "firstlayer trains and profiles classifiers: pick one of torchvision.models.list_models("
+                "module=torchvision.models)"
+            )
         if source.name not in names:
             close = difflib.get_close_matches(source.name, names, n=3)
             hint = f"; close: {', '.join(close)}" if close else ""
@@ -151,7 +181,7 @@ def load_builder(source: ModelSource | str) -> Callable[..., nn.Module]:
             close = difflib.get_close_matches(source.name, timm.list_models(), n=3)
             raise ModelSpecError(f"timm has no model {source.name!r}; close: {', '.join(close) or 'none'}")
         return lambda **kwargs: timm.create_model(source.name, **kwargs)
-    module = _import_file(Path(source.name).expanduser()) if source.kind == "file" else _import_module(source.name)
+    module = _import_file(model_file(source.name)) if source.kind == "file" else _import_module(source.name)
     return _attribute(module, source)
 
 
@@ -201,6 +231,160 @@ def build_network(source: ModelSource | str, *, num_classes: int = 10, image_siz
     if source.kind == "timm":
         return builder(pretrained=False)
     return call_builder(builder, {"num_classes": num_classes, "image_size": image_size}, f"builder {source}")
+
+
+# ------------------------------------------------------------------------ user models in the workflow's grid
+
+#: What the workflow passes a user's builder, by name and only where its signature names them: the data's number of
+#: classes and image side, and the architecture's kernel_size and width when the config gives them.
+GRID_ARGUMENTS = ("num_classes", "kernel_size", "width", "image_size")
+#: The number of classes of the network built to validate an architecture (its head does not touch the first layer).
+CHECK_CLASSES = 10
+
+
+class GridModelError(ModelSpecError):
+    """A user model that cannot train in the grid; `key` is the architecture's key to fix: model, first_layer,
+    kernel_size or width."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class GridLayer:
+    """The first layer of a user model as validation found it: its module path, kernel size and description."""
+
+    name: str
+    kernel_size: int
+    description: str
+
+
+def _library_kwargs(source: ModelSource, num_classes: int, image_size: int) -> dict[str, Any]:
+    """torchvision's builders get weights=None and num_classes (a ViT its image side too: torchvision's is built
+    for one size); timm's pretrained=False and num_classes (and img_size where its config fixes the input size)."""
+    if source.kind == "torchvision":
+        side = {"image_size": image_size} if source.name.startswith("vit_") else {}
+        return {"weights": None, "num_classes": num_classes, **side}
+    cfg = _timm().models.get_pretrained_cfg(source.name)
+    side = {"img_size": image_size} if cfg is not None and cfg.fixed_input_size else {}
+    return {"pretrained": False, "num_classes": num_classes, **side}
+
+
+def _named(builder: Callable[..., Any]) -> dict[str, bool]:
+    """The parameters a builder takes by name, each with whether it is required (no default); none when Python
+    cannot read its signature (building it then says what is wrong)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    try:
+        params = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default is p.empty for p in params if p.kind in kinds}
+
+
+def build_grid_network(
+    spec: str, *, num_classes: int, image_size: int, kernel_size: int | None = None, width: int | None = None
+) -> nn.Module:
+    """A freshly initialised user model for the grid (init from torch's global RNG: seed it around this call):
+    torchvision's and timm's with their own first layer (``_library_kwargs``), a user's builder called with those of
+    ``GRID_ARGUMENTS`` it names (kernel_size and width only when given)."""
+    source = parse_model_spec(spec)
+    if source.kind == "builtin":
+        raise ValueError(f"{spec} is a built-in model: firstlayer.models.build_model builds it")
+    builder = load_builder(source)
+    if source.kind in ("torchvision", "timm"):
+        return builder(**_library_kwargs(source, num_classes, image_size))
+    given = {"num_classes": num_classes, "image_size": image_size, "kernel_size": kernel_size, "width": width}
+    return call_builder(builder, {k: v for k, v in given.items() if v is not None}, f"builder {source}")
+
+
+def _check_arguments(
+    source: ModelSource, builder: Callable[..., Any], kernel_size: int | None, width: int | None
+) -> None:
+    """A builder whose required parameters the workflow cannot give, or a config key it does not take."""
+    named = {} if source.kind in ("torchvision", "timm") else _named(builder)
+    if foreign := [n for n, required in named.items() if required and n not in GRID_ARGUMENTS]:
+        raise GridModelError(
+            "model",
+            f"builder {source} needs {', '.join(foreign)}, which the workflow cannot give: it passes only "
+            f"{', '.join(GRID_ARGUMENTS)} (each where the builder names it); give the others defaults",
+        )
+    for key, value in (("kernel_size", kernel_size), ("width", width)):
+        if value is None and named.get(key):
+            raise GridModelError(key, f"builder {source} requires {key}: set it, or give it a default in the builder")
+    if width is not None and "width" not in named:
+        raise GridModelError("width", f"the builder of {source} takes no width; remove 'width' (it has its own)")
+
+
+def _runs(network: nn.Module, source: ModelSource, image_size: int, where: str) -> None:
+    """One training-mode forward and backward of two random images of the data's side (what training does)."""
+    import torch
+
+    x = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    try:
+        network.train()(x).float().sum().backward()
+    except Exception as error:  # a user's network may raise anything on a size it does not take
+        cause = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        images = f"the {image_size}x{image_size} images" + (f" of {where}" if where else "")
+        raise GridModelError("model", f"{source} does not train on {images} ({cause})") from None
+
+
+def check_grid_model(
+    spec: str,
+    *,
+    image_size: int | None,
+    kernel_size: int | None = None,
+    width: int | None = None,
+    first_layer: str | None = None,
+    where: str = "",
+) -> GridLayer | None:
+    """Check a user model of the config before any job: it imports, its builder can be called by the workflow, it
+    builds and trains at `image_size`, and its first layer (module `first_layer`, else the Conv2d the input enters)
+    is a k x k x 3 filter bank of the config's `kernel_size` when that is given. GridModelError names the key to
+    fix; `where` says which images in its messages ("dataset 'a' (grid block 0)"). `image_size` None checks the
+    import and the signature only (an architecture the grid does not train)."""
+    import torch
+
+    from firstlayer.discovery import CHOOSE_HINT, FirstLayerError, find_first_layer
+
+    try:
+        source = parse_model_spec(spec)
+        builder = load_builder(source)
+    except ModelSpecError as error:
+        raise GridModelError("model", str(error)) from None
+    _check_arguments(source, builder, kernel_size, width)
+    if image_size is None:
+        return None
+    kwargs = {"num_classes": CHECK_CLASSES, "image_size": image_size, "kernel_size": kernel_size, "width": width}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two tiny images: more threads only wait on each other (100x slower on a busy CPU)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            network = build_grid_network(spec, **kwargs)
+        _runs(network, source, image_size, where)
+        found = find_first_layer(network, image_size=image_size, name=first_layer)
+    except GridModelError:
+        raise
+    except ModelSpecError as error:
+        raise GridModelError("model", str(error)) from None
+    except FirstLayerError as error:
+        hint = "name it with this key" if first_layer else "name one with this key"
+        raise GridModelError("first_layer", str(error).replace(CHOOSE_HINT, hint)) from None
+    except Exception as error:  # the user's code
+        raise GridModelError("model", f"building {source} failed: {type(error).__name__}: {error}") from None
+    finally:
+        torch.set_num_threads(threads)
+    k = found.module.kernel_size[0]
+    if kernel_size is not None and k != kernel_size:
+        named = source.kind in ("file", "module") and "kernel_size" in _named(builder)
+        raise GridModelError(
+            "kernel_size",
+            f"{kernel_size}, but the first layer of {source} is {found.describe()}: its builder "
+            f"{'ignored kernel_size' if named else 'takes no kernel_size'}; remove 'kernel_size' (it is then read "
+            f"from the network) or set it to {k}",
+        )
+    return GridLayer(found.name, k, found.describe())
 
 
 # ------------------------------------------------------------------------ weights and their input normalisation

@@ -84,6 +84,8 @@ class TrainSettings:
     precision: str = _default("training", "precision")
     #: Steps between progress lines (and divergence checks); does not change the result.
     log_every: int = _default("training", "log_every")
+    #: Module path of a user model's first layer (the validated architecture's `first_layer`); None: the registry's.
+    first_layer: str | None = None
 
     @classmethod
     def from_config(cls, job: Mapping[str, Any], n_train: int) -> TrainSettings:
@@ -100,6 +102,7 @@ class TrainSettings:
             snapshot_steps=log_schedule(steps, job["snapshots"]["count"]),
             eval_steps=log_schedule(steps, arch.get("eval_points", training["eval_points"])),
             log_every=training["log_every"],
+            first_layer=arch.get("first_layer"),
             **optimiser,
             **run,
         )
@@ -146,11 +149,13 @@ def init_model(
     image_size: int,
     seed: int,
     init_scale: float = 1.0,
+    first_layer_path: str | None = None,
 ) -> nn.Module:
     """A network whose initial weights depend on `seed` alone (torch's global RNG is forked and restored).
 
     The first layer's weights (and bias) are multiplied by `init_scale` right after the default init: a small
-    scale approaches the small-init regime of the linear theory (docs/method.md, The linear-systems formula)."""
+    scale approaches the small-init regime of the linear theory (docs/method.md, The linear-systems formula).
+    `first_layer_path` names a user model's first layer (``TrainSettings.first_layer``)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(
@@ -158,7 +163,7 @@ def init_model(
         )
     if init_scale != 1.0:
         with torch.no_grad():
-            for p in first_layer(model, model_name).parameters():
+            for p in first_layer(model, model_name, first_layer_path).parameters():
                 p.mul_(init_scale)
     return model
 
@@ -513,7 +518,7 @@ class _ModuleStepper(_Stepper):
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(device=device, memory_format=fmt)
         self.model.train()
-        self.first_layer = first_layer(self.model, model_name)
+        self.first_layer = first_layer(self.model, model_name, s.first_layer)
         if s.labels == "frozen":  # not in the optimiser either: no weight decay, no momentum
             self.first_layer.requires_grad_(False)
         self.opt = _optimizer([p for p in self.model.parameters() if p.requires_grad], s)
@@ -913,7 +918,8 @@ def run_job(
     epochs = f" ({arch['epochs']} epochs of {x_train.shape[0]} images)" if "epochs" in arch else ""
     log(f"job {job['dataset']}/{job['arch']}/{job['labels']}, seeds {seeds}: {settings.steps} steps{epochs}")
     kwargs = {"num_classes": dataset.num_classes, "kernel_size": arch["kernel_size"], "width": arch.get("width"),
-              "image_size": x_train.shape[-1], "init_scale": arch["init_scale"]}  # fmt: skip
+              "image_size": x_train.shape[-1], "init_scale": arch["init_scale"],
+              "first_layer_path": arch.get("first_layer")}  # fmt: skip
     data = (torch.from_numpy(x_train), torch.from_numpy(y_train)), (torch.from_numpy(x_test), torch.from_numpy(y_test))
     resume = {"log": log, "checkpoint": checkpoint, "checkpoint_minutes": checkpoint_minutes, "stop": stop}
     try:

@@ -15,6 +15,7 @@ from firstlayer.config import (
     validate_config,
 )
 from firstlayer import resources as job_resources
+from firstlayer.modelspec import source_file
 
 try:
     _validated = validate_config(config)
@@ -88,6 +89,12 @@ def dataset_spec(wildcards):
 
 def arch_spec(wildcards):
     return config["architectures"][wildcards.arch]
+
+
+def model_file(wildcards):
+    """A user model's .py file (editing it re-trains the architecture); none for other models."""
+    path = source_file(arch_spec(wildcards)["model"])
+    return [str(path)] if path is not None else []
 
 
 def arch_kernel_size(wildcards):

@@ -2,6 +2,7 @@ rule train:
     input:
         images="results/data/{dataset}/images.npy",
         manifest="results/data/{dataset}/manifest.parquet",
+        model=model_file,
     output:
         snapshots="results/train/{dataset}/{arch}/{labels}/seed{seeds}/snapshots.parquet",
         metrics="results/train/{dataset}/{arch}/{labels}/seed{seeds}/metrics.parquet",
