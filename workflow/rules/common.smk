@@ -40,6 +40,21 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+# The filter figure: one training job per architecture, its first with true labels, else random, else frozen.
+FILTER_JOBS = [
+    min(
+        (job for job in JOBS if job.arch == arch),
+        key=lambda job: ("true", "random", "frozen").index(job.labels),
+    )
+    for arch in dict.fromkeys(job.arch for job in JOBS)
+]
+
+
+def table(name):
+    """The path of a collected table."""
+    return f"results/tables/{name}.parquet"
+
+
 def job_paths(pattern):
     """`pattern` filled in for every training job of the grid."""
     return [

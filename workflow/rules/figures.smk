@@ -1,23 +1,14 @@
 # Figures (PNG + SVG, from the tables only) and the HTML report's pages: report() items, captions in workflow/report/.
 
-# The filter figure: one training job per architecture, its first with true labels, else random, else frozen.
-FILTER_JOBS = [
-    min(
-        (job for job in JOBS if job.arch == arch),
-        key=lambda job: ("true", "random", "frozen").index(job.labels),
-    )
-    for arch in dict.fromkeys(job.arch for job in JOBS)
-]
-
 # Each figure once: its tables and where the report shows it (category, subcategory, label). Rule plot_<figure> draws
 # it as firstlayer.plots.plot_<figure>(**tables, **options) in scripts/plot.py (an input that is a list: concatenated).
 FIGURES = {
     "profiles": dict(
-        input={"energy": "results/tables/energy.parquet"},
+        input={"energy": table("energy")},
         in_report=("3 Energy profiles", "by condition", "energy profiles by condition"),
     ),
     "consistency": dict(
-        input={"pairs": "results/tables/consistency.parquet"},
+        input={"pairs": table("consistency")},
         in_report=(
             "3 Energy profiles",
             "consistency across runs",
@@ -25,17 +16,11 @@ FIGURES = {
         ),
     ),
     "fit_overlay": dict(
-        input={
-            "energy": "results/tables/energy.parquet",
-            "fits": "results/tables/fits.parquet",
-        },
+        input={"energy": table("energy"), "fits": table("fits")},
         in_report=("4 Formula fit", "final profiles", "formula fit overlay"),
     ),
     "evolution": dict(
-        input={
-            "energy": "results/tables/energy.parquet",
-            "fits": "results/tables/fits.parquet",
-        },
+        input={"energy": table("energy"), "fits": table("fits")},
         in_report=("4 Formula fit", "over training", "profile and tau over training"),
     ),
     "filters": dict(
@@ -49,28 +34,22 @@ FIGURES = {
         in_report=("2 Training", "first-layer filters", "filters and PCA basis"),
     ),
     "accuracy": dict(
-        input={
-            "metrics": "results/tables/metrics.parquet",
-            "frozen": "results/tables/frozen_accuracy.parquet",
-        },
+        input={"metrics": table("metrics"), "frozen": table("frozen_accuracy")},
         in_report=("2 Training", "accuracy", "accuracy and frozen control"),
     ),
     "whitening": dict(
-        input={"whitening": "results/tables/whitening.parquet"},
+        input={"whitening": table("whitening")},
         in_report=("5 Whitening", "response flatness", "whitening"),
     ),
     "linear_check": dict(
         input={
-            "profiles": "results/tables/linear_check.parquet",
-            "summary": "results/tables/linear_check_summary.parquet",
+            "profiles": table("linear_check"),
+            "summary": table("linear_check_summary"),
         },
         in_report=("6 Theory check", "exact linear check", "linear check"),
     ),
     "matched_tau": dict(
-        input={
-            "distances": "results/tables/tau_distance.parquet",
-            "matched": "results/tables/matched_tau.parquet",
-        },
+        input={"distances": table("tau_distance"), "matched": table("matched_tau")},
         in_report=(
             "3 Energy profiles",
             "consistency at matched effective time",
@@ -119,7 +98,7 @@ for figure, spec in FIGURES.items():
 
 rule report_replication:
     input:
-        replication="results/tables/replication.parquet",
+        replication=table("replication"),
     output:
         html=report(
             "results/report/replication.html",
