@@ -244,7 +244,7 @@ def test_resources_scale_with_the_job_and_the_config(tmp_path: Path) -> None:
     plain, long, over, gpu = (planned_resources(tmp_path / name, path) for name, path in
                               (("plain", SMOKE), ("longer", longer), ("scaled", scaled), ("auto", auto)))  # fmt: skip
     train = [job for job in plain if job[0] == "train"]
-    assert len(train) == 7 and all(plain[job]["gpu"] == "0" and plain[job]["cpus_per_task"] == "2" for job in train)
+    assert len(train) == 8 and all(plain[job]["gpu"] == "0" and plain[job]["cpus_per_task"] == "2" for job in train)
     assert all(gpu[job]["gpu"] == "1" for job in train)
     assert not any("gpu" in res for job, res in plain.items() if job[0] != "train")
     for job in train:
