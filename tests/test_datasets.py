@@ -129,6 +129,13 @@ def test_embedded_texture_labels():
     assert config_images(config) == (36, 18, 16)
 
 
+def test_schema_lists_every_embedded_labelling():
+    from firstlayer.config import load_schema
+
+    enum = load_schema()["$defs"]["embedded_dataset"]["properties"]["labels"]["enum"]
+    assert tuple(enum) == D.EMBEDDED_LABELS
+
+
 def test_neutral_colour_shifts_and_permutes():
     crops = np.zeros((2, 4, 4, 3), dtype=np.uint8)
     crops[..., 0], crops[..., 1], crops[..., 2] = 10, 200, 255

@@ -267,7 +267,9 @@ def test_theory_and_analysis_tables(smoke_run: Path) -> None:
     assert markdown.count("\n|") >= len(replication) + 1
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "configs/embedded_full.yaml", "configs/cifar_paper.yaml"])
+@pytest.mark.parametrize(
+    "name", ["config.yaml", "configs/embedded_full.yaml", "configs/embedded_long.yaml", "configs/cifar_paper.yaml"]
+)
 def test_shipped_configs_plan_their_whole_grid(name: str, tmp_path: Path) -> None:
     """Every shipped config validates and dry-runs (no data needed): one train job per job of the grid, each with
     its resources (jobs after the patch statistics wait for the prepare_dataset checkpoint)."""
