@@ -32,3 +32,12 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return workdir
+
+
+@pytest.fixture
+def hub_dir(tmp_path: Path):
+    """torch.hub pointed at an empty temporary folder (restored afterwards)."""
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub"
+    torch.hub.set_dir(previous)

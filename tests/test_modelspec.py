@@ -154,15 +154,6 @@ def test_timm_without_timm(monkeypatch: pytest.MonkeyPatch) -> None:
         load_builder("timm:resnet18")
 
 
-@pytest.fixture
-def hub_dir(tmp_path: Path):
-    """torch.hub pointed at an empty temporary folder (restored afterwards)."""
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(previous)
-
-
 def test_torchvision_weights_come_from_the_hub_cache_with_their_normalisation(hub_dir: Path) -> None:
     with pytest.raises(ModelSpecError, match=r"ResNet18_Weights\.IMAGENET1K_V1 are not in torch\.hub's cache: "
                        r"looked for .*hub/checkpoints/resnet18-f37072fd\.pth\. Nothing is downloaded"):  # fmt: skip

@@ -45,15 +45,6 @@ def images() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=(5, 3, 16, 16), dtype=np.uint8)
 
 
-@pytest.fixture
-def hub_dir(tmp_path: Path):
-    """torch.hub pointed at an empty temporary folder (restored afterwards)."""
-    previous = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(previous)
-
-
 def direct_profile(weight: torch.Tensor, images: np.ndarray, mean, std) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues and energies from first principles: float64 unfolded patches of the normalised images."""
     k = weight.shape[-1]
