@@ -653,15 +653,14 @@ class _Reporter:
     """Progress lines every ``log_every`` steps (one host sync each, none per step), and the divergence check that
     rides on the same sync: a non-finite loss stops the run."""
 
-    def __init__(self, s: TrainSettings, seeds: Sequence[int], batch: int, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, s: TrainSettings, seeds: Sequence[int], batch: int, log: Callable[[str], None], start: int, device: Any
+    ) -> None:
+        """Reports of a loop that starts after step `start` (0, or where a resumed run left off)."""
         self.s, self.seeds, self.batch, self.log = s, list(seeds), batch, log
         self.every = max(1, s.log_every)
-        self.last, self.t_last, self.t0, self.start = 0, time.perf_counter(), time.perf_counter(), 0
-        self.correct = torch.zeros(len(seeds), dtype=torch.long)
-
-    def begin(self, start: int, device: torch.device) -> None:
         self.last = self.start = start
-        self.correct = torch.zeros(len(self.seeds), dtype=torch.long, device=device)
+        self.correct = torch.zeros(len(seeds), dtype=torch.long, device=device)  # right answers since the last line
         self.t0 = self.t_last = time.perf_counter()
 
     def due(self, step: int) -> bool:
@@ -731,7 +730,6 @@ def _run(
     batches = [_Batches(x_train.shape[0], s.batch_size, st["order"], device) for st in streams]
     augment = [_augment_generator(st["augment"], device) for st in streams] if s.augment else []
     rows = torch.arange(n, device=device).unsqueeze(1)
-    reporter = _Reporter(s, seeds, batches[0].bs, log)
     if batches[0].bs < s.batch_size:
         log(f"warning: batch_size {s.batch_size} is larger than the {x_train.shape[0]} training images: every "
             f"step is a full batch of {batches[0].bs} (the effective batch size, in the metrics table)")  # fmt: skip
@@ -739,26 +737,22 @@ def _run(
     def prep(x: torch.Tensor) -> torch.Tensor:
         return normalise(x, mean_t, std_t, torch.float32)
 
-    def correct(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # in float32: bfloat16 logits tie more often
-        counts = torch.zeros(n, dtype=torch.long, device=device)
-        shared = y.dim() == 1
-        for i in range(0, x.shape[0 if shared else 1], s.eval_batch_size):
-            part = slice(i, i + s.eval_batch_size)
-            counts += stepper.correct(*((prep(x[part]), y[part]) if shared else (prep(x[:, part]), y[:, part])))
-        return counts
-
     def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
-        return correct(x_eval, y_eval), correct(x_test, y_test)
+        train_subset = _count_correct(stepper, prep, x_eval, y_eval, s.eval_batch_size)
+        return train_subset, _count_correct(stepper, prep, x_test, y_test, s.eval_batch_size)
 
     with float32_first_layer(stepper.first_layer):
         progress = _resume(ckpt, stepper, batches, augment, device)
         if progress is None:
             progress = _Progress({0: stepper.first_weight()}, {0: evaluate()}, torch.zeros(s.steps, n, device=device))
-        reporter.begin(progress.step, device)
+        reporter = _Reporter(s, seeds, batches[0].bs, log, progress.step, device)
         t0, seconds = time.perf_counter(), progress.seconds
+
+        def saved() -> dict:  # built only when a checkpoint is written
+            return _state(progress, stepper, batches, augment, seconds + time.perf_counter() - t0)
+
         for step in range(progress.step + 1, s.steps + 1):
-            progress.seconds = seconds + time.perf_counter() - t0
-            ckpt.boundary(step - 1, lambda: _state(progress, stepper, batches, augment))
+            ckpt.boundary(step - 1, saved)
             idx = torch.stack([b.next() for b in batches])  # (N, bs): each seed's own batch order
             images = x_train[idx]
             if augment:  # each seed's batch with its own generator
@@ -778,11 +772,26 @@ def _run(
                     (s.steps - reporter.start) * batches[0].bs * n / max(elapsed, 1e-9), stepper)  # fmt: skip
 
 
-def _state(progress: _Progress, stepper: _Stepper, batches: list[_Batches], augment: list[torch.Generator]) -> dict:
+def _count_correct(
+    stepper: _Stepper, prep: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch: int
+) -> torch.Tensor:
+    """(N,) correctly classified images of uint8 `x`, per seed (N, n, ...) or shared (n, ...), in float32 (bfloat16
+    logits tie more often), `batch` images at a time."""
+    shared = y.dim() == 1
+    counts = torch.zeros(stepper.n, dtype=torch.long, device=x.device)
+    for i in range(0, x.shape[0 if shared else 1], batch):
+        part = slice(i, i + batch)
+        counts += stepper.correct(*((prep(x[part]), y[part]) if shared else (prep(x[:, part]), y[:, part])))
+    return counts
+
+
+def _state(
+    progress: _Progress, stepper: _Stepper, batches: list[_Batches], augment: list[torch.Generator], seconds: float
+) -> dict:
     """Everything a resumed run needs (the loop draws from no global RNG: these generators are all there is)."""
     return {**stepper.state(), "order": [b.state() for b in batches], "augment": [g.get_state() for g in augment],
             "snapshots": progress.snapshots, "evals": progress.evals, "losses": progress.losses,
-            "seconds": progress.seconds}  # fmt: skip
+            "seconds": seconds}  # fmt: skip
 
 
 def _resume(
