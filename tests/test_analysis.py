@@ -314,6 +314,7 @@ def test_final_and_frozen_accuracy():
     metrics = pd.DataFrame(rows)
     acc = final_accuracy(metrics).set_index("labels")
     assert acc.loc["true", "test_accuracy"] == pytest.approx(0.805) and acc.loc["true", "n_seeds"] == 2
+    assert acc["chance"].isna().all() and (final_accuracy(metrics, {"d": 0.25})["chance"] == 0.25).all()
     frozen = frozen_accuracy(metrics)
     assert len(frozen) == 1 and frozen["difference"].iloc[0] == pytest.approx(-0.1)
     assert frozen_accuracy(metrics[metrics.labels != "frozen"]).empty

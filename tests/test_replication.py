@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from firstlayer.replication import COLUMNS, HIGH, replication_table, to_markdown
+from firstlayer.replication import COLUMNS, HIGH, LEARNED_MARGIN, replication_table, to_markdown
 
 
 def tables(corr_seed: float = 0.95, frozen_gap: float = -0.02, labels_corr: float = 0.8) -> dict:
@@ -48,8 +49,17 @@ def tables(corr_seed: float = 0.95, frozen_gap: float = -0.02, labels_corr: floa
     matched = pd.DataFrame([{"kind": "W-W0", "relation": "labels", "dataset_a": "rot", "arch_a": "linear",
                              "correlation": 0.92, "correlation_final": labels_corr, "log_tau_distance": 0.3,
                              "matched": True}])  # fmt: skip
+    accuracy = pd.DataFrame([
+        {"dataset": "rot", "arch": "linear", "labels": "true", "train_accuracy": 0.9, "test_accuracy": 0.3,
+         "chance": 0.25},
+        {"dataset": "rot", "arch": "linear", "labels": "random", "train_accuracy": 0.6, "test_accuracy": 0.25,
+         "chance": 0.25},
+        {"dataset": "rot", "arch": "small_cnn", "labels": "true", "train_accuracy": 0.95, "test_accuracy": 0.8,
+         "chance": 0.25},
+    ])  # fmt: skip
     return {"summary": summary, "pairs": pairs, "fits": pd.DataFrame(fits), "whitening": whitening, "frozen": frozen,
-            "check": check, "label_info": label, "matched_summary": matched_summary, "matched": matched}  # fmt: skip
+            "check": check, "label_info": label, "matched_summary": matched_summary, "matched": matched,
+            "accuracy": accuracy}  # fmt: skip
 
 
 def test_every_claim_row_is_filled_from_the_tables():
@@ -63,6 +73,7 @@ def test_every_claim_row_is_filled_from_the_tables():
     assert seed["value"] == 0.95 and seed["holds"] is True and "0.940" in seed["measured"]
     labels = t[t.claim.str.contains("true vs random")].iloc[0]
     assert labels["holds"] is False and "0.10% of patch variance" in labels["measured"]
+    assert "held-out accuracy (true labels) 0.300, training accuracy (random labels) 0.600" in labels["measured"]
     assert t[t.claim.str.contains("frozen")].iloc[0]["holds"] is True
     tau = t[t.claim.str.contains("tau grows")].iloc[0]
     assert tau["holds"] is True and "last > first in 2/2 runs" in tau["measured"] and tau["value"] == 1.0
@@ -152,3 +163,26 @@ def test_runs_with_too_few_snapshots_off_the_bound_are_not_judged():
     t["fits"] = fits.assign(at_bound=(fits.model == "linear") & (fits.step == 10) & (fits.seed == 0))
     current = tau_rows(t).iloc[0]
     assert current["holds"] is True and "1 runs with fewer than 3 such snapshots not judged" in current["measured"]
+
+
+def test_a_dataset_counts_when_its_labels_are_learned_and_carry_no_mean_information():
+    t = tables()
+    row = replication_table(**t).query("claim.str.contains('labels are learned')").iloc[0]
+    assert row["holds"] is True and row["value"] == pytest.approx(0.8 - 0.25)
+    assert (
+        "0.100% (k = 3)" in row["measured"]
+        and "small_cnn 0.800" in row["measured"]
+        and "chance 0.250" in row["measured"]
+    )
+    below = t["accuracy"].assign(test_accuracy=lambda d: d.chance + LEARNED_MARGIN - 0.01)  # labels not learned
+    assert (
+        replication_table(**{**t, "accuracy": below}).query("claim.str.contains('labels are learned')").iloc[0]["holds"]
+        is False
+    )
+    mean_coloured = t["label_info"].assign(between_class_share=0.3)  # the labels are told by the mean colour
+    rows = replication_table(**{**t, "label_info": mean_coloured}).query("claim.str.contains('labels are learned')")
+    assert rows.iloc[0]["holds"] is False
+    unknown = replication_table(**{**t, "accuracy": t["accuracy"].drop(columns="chance")})
+    assert unknown.query("claim.str.contains('labels are learned')").iloc[0]["holds"] is None
+    none = replication_table(**{**t, "accuracy": t["accuracy"].iloc[0:0]}).query("claim.str.contains('labels are')")
+    assert none.iloc[0]["measured"] == "not run: no true-label run"

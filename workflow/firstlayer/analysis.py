@@ -336,9 +336,10 @@ def label_information_summary(info: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------ accuracy and the frozen control
 
 
-def final_accuracy(metrics: pd.DataFrame) -> pd.DataFrame:
+def final_accuracy(metrics: pd.DataFrame, chance: dict[str, float] | None = None) -> pd.DataFrame:
     """Tidy metrics -> per (dataset, arch, labels): train and held-out test accuracy at each run's last step,
-    mean and standard deviation over seeds."""
+    mean and standard deviation over seeds, and the dataset's chance level (``chance_accuracy``; NaN when not
+    given)."""
     acc = metrics[metrics["metric"].isin(["train_accuracy", "test_accuracy"])]
     last = acc.groupby(RUN_KEYS)["step"].transform("max")
     final = acc[acc["step"] == last].pivot_table(index=RUN_KEYS, columns="metric", values="value").reset_index()
@@ -350,7 +351,9 @@ def final_accuracy(metrics: pd.DataFrame) -> pd.DataFrame:
     )
     if "precision" in metrics:  # what the runs computed in above the first layer; "a+b" when they differ
         out["precision"] = metrics.groupby(["dataset", "arch", "labels"], sort=True)["precision"].agg(_joined)
-    return out.reset_index()
+    out = out.reset_index()
+    out["chance"] = out["dataset"].map(chance or {}).astype(float)
+    return out
 
 
 def _joined(values: pd.Series) -> str:

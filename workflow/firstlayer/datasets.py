@@ -422,9 +422,11 @@ def make_embedded_dataset(
 
 
 #: Embedded datasets by name (``embedded:NAME`` in ``firstlayer.analyze`` and ``firstlayer profile``): the default
-#: experiment's datasets of the same names (tests/test_profile_api.py holds config.yaml to these values).
+#: experiment's datasets of the same names (tests/test_profile_api.py holds config.yaml to these values), and
+#: `rotations`, the default's label-neutral dataset before `textures` (its labels are not learned by small networks).
 EMBEDDED_PRESETS: dict[str, dict[str, Any]] = {
     "photos": {"labels": "photo", "train_per_class": 256, "test_per_class": 64, "seed": 0},
+    "textures": {"labels": "texture", "train_per_class": 256, "test_per_class": 64, "seed": 2},
     "rotations": {"labels": "rotation", "train_per_class": 512, "test_per_class": 128, "seed": 1},
 }
 

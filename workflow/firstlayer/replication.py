@@ -3,6 +3,8 @@ holds, all from the run's tables (docs/method.md, Replication criteria: each cri
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -15,6 +17,8 @@ ACCURACY_MARGIN = 0.05
 #: Datasets whose labels carry less than this share of patch variance between class means satisfy the theory's
 #: assumption for true = random labels.
 LOW_LABEL_INFORMATION = 0.01
+#: A dataset's labels count as learned when its best true-label network's held-out accuracy beats chance by this.
+LEARNED_MARGIN = 0.15
 
 COLUMNS = ["claim", "paper", "condition", "measured", "value", "criterion", "holds"]
 
@@ -31,8 +35,11 @@ def _mean_ci(g: pd.DataFrame) -> str:
     return f"r = {g['mean'].mean():.3f} [{g['ci_low'].min():.3f}, {g['ci_high'].max():.3f}] ({int(g['n'].sum())} pairs)"
 
 
-def _verdict(holds: bool) -> str:
-    return "yes" if holds else "no"
+def verdict(holds: Any) -> str:
+    """A row's 'holds' in words: yes, no, or not run (None or NaN: no experiment, or one that cannot decide)."""
+    if holds is None or (isinstance(holds, float) and np.isnan(holds)):
+        return "not run"
+    return "yes" if bool(holds) else "no"
 
 
 def _matched_row(name: str, paper: str, condition: str, crit: str, stats: dict, final: float) -> dict:
@@ -41,7 +48,7 @@ def _matched_row(name: str, paper: str, condition: str, crit: str, stats: dict, 
     |ln tau_a - ln tau_b|; no matched pair -> not run."""
     crit = f"{crit}, at matched tau (nearest snapshots off the tau grid's bound, tau within a factor 2)"
     condition = f"{condition}, at matched tau"
-    final_text = f"final step r = {final:.3f} ({_verdict(final >= HIGH)})"
+    final_text = f"final step r = {final:.3f} ({verdict(final >= HIGH)})"
     if stats["n"] == 0:
         why = f"no pair of runs at matched tau (0 of {stats['n_pairs']} pairs); {final_text}"
         return _row(name, paper, condition, f"not run: {why}", np.nan, crit, None)
@@ -74,9 +81,10 @@ def consistency_rows(
     label_info: pd.DataFrame,
     matched_summary: pd.DataFrame,
     matched: pd.DataFrame,
+    accuracy: pd.DataFrame,
 ) -> list[dict]:
-    """Seeds, architectures, datasets, true vs random (with the label-information diagnostic), each followed by
-    its row at matched effective time; trained vs init."""
+    """Seeds, architectures, datasets, true vs random (with the label-information diagnostic and how far the runs
+    were trained), each followed by its row at matched effective time; trained vs init."""
     rows = []
     paper = "profiles correlate highly across seeds, architectures, datasets and true vs random labels (§3)"
     s = summary[summary.kind == "W-W0"]
@@ -97,12 +105,58 @@ def consistency_rows(
             rows.append(_row(name, paper, f"{claim}, arch {arch}", _mean_ci(a), mean, crit, bool(mean >= HIGH)))
             stats = _summary_stats(matched_summary, rel, arch)
             rows.append(_matched_row(name, paper, f"{claim}, arch {arch}", crit, stats, mean))
-    rows += _label_rows(pairs, label_info, matched, paper)
+    rows += _label_rows(pairs, label_info, matched, accuracy, paper)
     rows += _init_rows(summary)
     return rows
 
 
-def _label_rows(pairs: pd.DataFrame, label_info: pd.DataFrame, matched: pd.DataFrame, paper: str) -> list[dict]:
+def dataset_rows(accuracy: pd.DataFrame, label_info: pd.DataFrame) -> list[dict]:
+    """Per dataset with true-label runs: are its labels learned, and do they carry patch-mean information? Both
+    must hold for a true-vs-random comparison that is the paper's (``accuracy`` has a ``chance`` column)."""
+    paper = "true and random labels are compared on a task the networks learn (CIFAR-10 test accuracy ~90%) (§3)"
+    name = "the dataset's labels are learned and carry no patch-mean information"
+    crit = (
+        f"label information < {LOW_LABEL_INFORMATION:.0%} at every kernel size measured, and the best true-label "
+        f"network's held-out accuracy >= chance + {LEARNED_MARGIN:.2f}"
+    )
+    true = accuracy[accuracy["labels"] == "true"]
+    if true.empty:
+        return [_not_run(name, paper, crit, "no true-label run")]
+    rows = []
+    for dataset, g in true.groupby("dataset", sort=True):
+        info = label_info[label_info.dataset == dataset].sort_values("kernel_size")
+        share = float(info["between_class_share"].max()) if len(info) else np.nan
+        shares = ", ".join(f"{r.between_class_share:.3%} (k = {r.kernel_size})" for r in info.itertuples())
+        chance = float(g["chance"].iloc[0]) if "chance" in g else np.nan
+        margin = float(g["test_accuracy"].max()) - chance
+        accuracies = ", ".join(f"{r.arch} {r.test_accuracy:.3f}" for r in g.itertuples())
+        measured = (
+            f"label information {shares or 'not measured'}; held-out accuracy of true-label runs (mean over seeds) "
+            f"{accuracies}; chance {chance:.3f}"
+        )
+        holds = (
+            None
+            if np.isnan(share) or np.isnan(margin)
+            else bool(share < LOW_LABEL_INFORMATION and margin >= LEARNED_MARGIN)
+        )
+        rows.append(_row(name, paper, f"dataset {dataset}", measured, margin, crit, holds))
+    return rows
+
+
+def _accuracy_text(accuracy: pd.DataFrame, dataset: str, arch: str) -> str:
+    """'held-out accuracy true …, random-label training accuracy …' of one run family: how far each was trained."""
+    acc = accuracy[(accuracy.dataset == dataset) & (accuracy.arch == arch)].set_index("labels")
+    parts = []
+    if "true" in acc.index:
+        parts.append(f"held-out accuracy (true labels) {acc.loc['true', 'test_accuracy']:.3f}")
+    if "random" in acc.index:
+        parts.append(f"training accuracy (random labels) {acc.loc['random', 'train_accuracy']:.3f}")
+    return "; " + ", ".join(parts) if parts else ""
+
+
+def _label_rows(
+    pairs: pd.DataFrame, label_info: pd.DataFrame, matched: pd.DataFrame, accuracy: pd.DataFrame, paper: str
+) -> list[dict]:
     rows = []
     lab = pairs[(pairs.kind == "W-W0") & (pairs.relation == "labels")]
     lab_matched = matched[(matched.kind == "W-W0") & (matched.relation == "labels")]
@@ -118,7 +172,7 @@ def _label_rows(pairs: pd.DataFrame, label_info: pd.DataFrame, matched: pd.DataF
         measured = (
             f"r = {mean:.3f} ({len(g)} pairs); label information: {share:.2%} of patch variance between "
             f"class means ({'low' if share < LOW_LABEL_INFORMATION else 'high'})"
-        )
+        ) + _accuracy_text(accuracy, dataset, arch)
         rows.append(_row(name, paper, f"dataset {dataset}, arch {arch}", measured, mean, crit, bool(mean >= HIGH)))
         m = lab_matched[(lab_matched.dataset_a == dataset) & (lab_matched.arch_a == arch)]
         rows.append(_matched_row(name, paper, f"dataset {dataset}, arch {arch}", crit, _pair_stats(m), mean))
@@ -350,10 +404,12 @@ def replication_table(
     label_info: pd.DataFrame,
     matched_summary: pd.DataFrame,
     matched: pd.DataFrame,
+    accuracy: pd.DataFrame,
 ) -> pd.DataFrame:
     """Every claim row, from the run's tables (see the module docstring)."""
     rows = [
-        *consistency_rows(summary, pairs, label_info, matched_summary, matched),
+        *dataset_rows(accuracy, label_info),
+        *consistency_rows(summary, pairs, label_info, matched_summary, matched, accuracy),
         *frozen_rows(frozen),
         *theory_rows(check, fits, label_info),
         *whitening_rows(whitening),
@@ -369,12 +425,6 @@ def to_markdown(table: pd.DataFrame) -> str:
 
     out = ["| claim | paper | condition | measured | criterion | holds |", "|---|---|---|---|---|---|"]
     for r in table.itertuples():
-        holds = (
-            "not run"
-            if r.holds is None or (isinstance(r.holds, float) and np.isnan(r.holds))
-            else ("yes" if r.holds else "no")
-        )
-        out.append(
-            "| " + " | ".join(cell(v) for v in (r.claim, r.paper, r.condition, r.measured, r.criterion, holds)) + " |"
-        )
+        values = (r.claim, r.paper, r.condition, r.measured, r.criterion, verdict(r.holds))
+        out.append("| " + " | ".join(cell(v) for v in values) + " |")
     return "\n".join(out) + "\n"

@@ -7,9 +7,10 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
+
+from firstlayer.replication import verdict
 
 #: The columns of the replication table a page shows, in order ('holds' last, coloured).
 REPLICATION_COLUMNS = ("claim", "paper", "condition", "measured", "criterion", "holds")
@@ -34,10 +35,9 @@ def html_page(title: str, body: str) -> str:
 
 
 def holds_cell(value: Any) -> tuple[str, str]:
-    """A claim's 'holds' value as (text, CSS class): yes, no, or not run (None or NaN: the grid has no test)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "not run", "not-run"
-    return ("yes", "yes") if bool(value) else ("no", "no")
+    """A claim's 'holds' value as (text, CSS class): yes, no, or not run (``replication.verdict``)."""
+    text = verdict(value)
+    return text, text.replace(" ", "-")
 
 
 def replication_html(table: pd.DataFrame) -> str:

@@ -127,6 +127,7 @@ rule replication:
         fits="results/tables/fits.parquet",
         whitening="results/tables/whitening_summary.parquet",
         frozen="results/tables/frozen_accuracy.parquet",
+        accuracy="results/tables/accuracy.parquet",
         check="results/tables/linear_check_summary.parquet",
         label_summary="results/tables/label_information_summary.parquet",
         matched="results/tables/matched_tau.parquet",

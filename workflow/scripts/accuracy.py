@@ -13,7 +13,7 @@ with job_log(snakemake.log[0]):
     }
     for warning in precision_warnings(metrics):
         print(f"warning: {warning}")
-    accuracy, frozen = final_accuracy(metrics), frozen_accuracy(metrics, chance)
+    accuracy, frozen = final_accuracy(metrics, chance), frozen_accuracy(metrics, chance)
     write_table(accuracy, snakemake.output.accuracy)
     write_table(frozen, snakemake.output.frozen)
     print(f"chance level (most frequent test class): {chance}")

@@ -19,6 +19,7 @@ with job_log(snakemake.log[0]):
         label_info=pd.read_parquet(i.label_summary),
         matched_summary=pd.read_parquet(i.matched_summary),
         matched=pd.read_parquet(i.matched),
+        accuracy=pd.read_parquet(i.accuracy),
     )
     write_table(table.astype({"holds": "object"}), snakemake.output.parquet)
     markdown = to_markdown(table)
