@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from firstlayer.record import RECORD_FIGURES, claim_overview, record_markdown, training_reached, write_record
+from firstlayer.record import (
+    RECORD_FIGURES,
+    claim_overview,
+    per_dataset,
+    record_markdown,
+    training_reached,
+    write_record,
+)
 
 
 def run_tables() -> dict[str, pd.DataFrame]:
@@ -26,7 +33,7 @@ def run_tables() -> dict[str, pd.DataFrame]:
     fits = pd.DataFrame([
         {"formula": formula, "kind": kind, "dataset": "tex", "arch": "cnn", "labels": lab, "seed": s, "step": step,
          "tau": tau * (1 + s) * (10 if formula == "init_aware" or kind == "W" else 1),
-         "at_bound": lab == "random" and s == 1}
+         "at_bound": lab == "random" and s == 1, "correlation": 0.9 + 0.01 * s + 0.001 * (step == 50)}
         for formula in ("one_parameter", "init_aware") for kind in ("W", "W-W0") for lab in ("true", "random")
         for s in (0, 1) for step, tau in ((50, 1.0), (100, 2.0))
     ])  # fmt: skip
@@ -36,8 +43,12 @@ def run_tables() -> dict[str, pd.DataFrame]:
     })  # fmt: skip
     label_info = pd.DataFrame([{"dataset": "tex", "kernel_size": k, "between_class_share": 0.0003 * k}
                                for k in (3, 5)])  # fmt: skip
+    consistency = pd.DataFrame([
+        {"kind": kind, "relation": rel, "dataset_a": "tex", "arch_a": "cnn", "correlation": r}
+        for kind, rel, r in (("W-W0", "seed", 0.9), ("W-W0", "seed", 0.8), ("W", "seed", 0.1), ("W-W0", "labels", 0.2))
+    ])  # fmt: skip
     return {"metrics": metrics, "accuracy": accuracy, "fits": fits, "replication": replication,
-            "label_information_summary": label_info}  # fmt: skip
+            "label_information_summary": label_info, "consistency": consistency}  # fmt: skip
 
 
 def test_training_reached_takes_the_last_step_and_the_final_one_parameter_tau():
@@ -47,6 +58,14 @@ def test_training_reached_takes_the_last_step_and_the_final_one_parameter_tau():
     assert reached.loc["true", "tau"] == pytest.approx(3.0)  # median of 2.0 and 4.0 (one-parameter, W - W0, final)
     assert reached.loc["random", "tau_at_bound"] == 1 and reached.loc["true", "tau_at_bound"] == 0
     assert reached.loc["random", "train_accuracy"] == 0.3 and reached.loc["true", "chance"] == 0.1
+
+
+def test_per_dataset_has_seed_agreement_and_the_final_fit():
+    t = run_tables()
+    row = per_dataset(t["consistency"], t["fits"]).iloc[0]
+    assert (row["dataset"], row["arch"], row["pairs"], row["runs"]) == ("tex", "cnn", 2, 4)
+    assert row["seed_vs_seed"] == pytest.approx(0.85) and row["seed_vs_seed_min"] == 0.8
+    assert row["formula_fit"] == pytest.approx(0.905)  # final step (100) only: seeds 0.90 and 0.91, both label modes
 
 
 def test_claim_overview_counts_rows_per_claim_in_table_order():

@@ -53,6 +53,20 @@ def training_reached(metrics: pd.DataFrame, accuracy: pd.DataFrame, fits: pd.Dat
     return out[[*FAMILY, "n_seeds", "steps", "train_accuracy", "test_accuracy", "chance", "tau", "tau_at_bound"]]
 
 
+def per_dataset(consistency: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and architecture (the replication table pools datasets): the seed-vs-seed correlation of final
+    W - W0 profiles (mean, min, pairs) and the median one-parameter r of the formula fit to them (runs)."""
+    seeds = consistency[(consistency.kind == "W-W0") & (consistency.relation == "seed")]
+    seeds = seeds.rename(columns={"dataset_a": "dataset", "arch_a": "arch"}).groupby(["dataset", "arch"])
+    agree = seeds["correlation"].agg(seed_vs_seed="mean", seed_vs_seed_min="min", pairs="count")
+    one = fits[(fits.formula == "one_parameter") & (fits.kind == "W-W0")]
+    final = one[one.groupby([*FAMILY, "seed"])["step"].transform("max") == one["step"]].groupby(["dataset", "arch"])
+    fit = final["correlation"].agg(formula_fit="median", runs="count")
+    out = agree.join(fit, how="outer").reset_index()
+    out["pairs"] = out["pairs"].fillna(0).astype(int)
+    return out
+
+
 def label_information_table(label_info: pd.DataFrame) -> pd.DataFrame:
     """Between-class share of the patch variance, one row per dataset, one column per kernel size."""
     wide = label_info.pivot_table(index="dataset", columns="kernel_size", values="between_class_share")
@@ -94,7 +108,7 @@ def record_markdown(
     note: str = "",
 ) -> str:
     """The record's Markdown from the run's tables (``tables``: replication, label_information_summary, metrics,
-    accuracy, fits) and the Markdown replication table."""
+    accuracy, fits, consistency) and the Markdown replication table."""
     info = label_information_table(tables["label_information_summary"])
     for column in info.columns[1:]:
         info[column] = info[column].map(lambda v: "" if np.isnan(v) else f"{v:.3%}")
@@ -124,6 +138,13 @@ one-parameter fit to the final W - W0 profile, and `tau_at_bound` counts the see
 tau grid (their tau says only "at least this").
 
 {_markdown(reached)}
+## Per dataset: seeds and the formula
+
+The replication table pools the datasets of an architecture; here each dataset on its own. `seed_vs_seed`: mean
+Pearson r of the final W - W0 profiles of runs that differ only in seed (true and random labels); `formula_fit`:
+median one-parameter r of the formula fitted to each run's final W - W0 profile.
+
+{_markdown(per_dataset(tables["consistency"], tables["fits"]))}
 ## Verdicts per claim
 
 {_markdown(claim_overview(tables["replication"]))}
@@ -149,7 +170,7 @@ def write_record(
 ) -> Path:
     """Write ``out/NAME.md`` and ``out/NAME/<figure>.png`` from a finished run's ``results`` folder."""
     tables_dir = results / "tables"
-    names = ("replication", "label_information_summary", "metrics", "accuracy", "fits")
+    names = ("replication", "label_information_summary", "metrics", "accuracy", "fits", "consistency")
     tables = {n: pd.read_parquet(tables_dir / f"{n}.parquet") for n in names}
     replication_md = (tables_dir / "replication.md").read_text().split("\n", 2)[2]  # without its title
     text = record_markdown(name, command, commit, machine(), wall_seconds, tables, replication_md, note)
