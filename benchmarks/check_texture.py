@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ import torch
 from firstlayer.analysis import label_information, label_information_summary
 from firstlayer.datasets import channel_stats, make_embedded_dataset
 from firstlayer.patches import patch_moments, patch_pca
-from firstlayer.train import TrainSettings, init_model, log_schedule, train, train_seeds
+from firstlayer.train import TrainResult, TrainSettings, init_model, log_schedule, train, train_seeds
 
 #: The datasets compared: texture as configs/embedded_long.yaml defines it, photo and rotation as config.yaml does.
 DATASETS = {
@@ -47,22 +48,28 @@ def label_shares(kernel_sizes: list[int]) -> pd.DataFrame:
     return label_information_summary(pd.concat(frames))
 
 
-def accuracy_curve(arch: str, labels: str, steps: int, seeds: list[int], points: int) -> tuple[pd.DataFrame, float]:
-    """Train `arch` on textures -> (step, seed, train_accuracy, test_accuracy) table and images/s."""
+def train_textures(arch: str, seeds: list[int], **settings: Any) -> tuple[list[TrainResult], np.ndarray, tuple]:
+    """Train config.yaml's `arch` on textures from each seed (``settings``: steps, labels and any other TrainSettings
+    field) -> the results, the training images and their channel (mean, std)."""
     a = ARCHS[arch]
     ds = make_embedded_dataset(**DATASETS["textures"])
     (x, y), (xt, yt) = ds.split("train"), ds.split("test")
     mean, std = channel_stats(x)
     data = (torch.from_numpy(x), torch.from_numpy(y)), (torch.from_numpy(xt), torch.from_numpy(yt))
-    settings = TrainSettings(steps=steps, lr=a["lr"], labels=labels, batch_size=a["batch"], optimizer=a["optimizer"],
-                             weight_decay=a.get("wd", 0.0), augment=a.get("augment", False), device="cpu",
-                             eval_steps=log_schedule(steps, points), train_eval_size=512, log_every=10**9)  # fmt: skip
+    s = TrainSettings(lr=a["lr"], batch_size=a["batch"], optimizer=a["optimizer"], weight_decay=a.get("wd", 0.0),
+                      augment=a.get("augment", False), device="cpu", log_every=10**9, **settings)  # fmt: skip
     kw = {"num_classes": ds.num_classes, "kernel_size": a["k"], "width": a["width"], "image_size": x.shape[-1]}
     if a["model"] in ("linear", "small_cnn"):
-        results = train_seeds(a["model"], kw, *data, mean, std, settings, seeds, log=lambda _: None)
-    else:
-        results = [train(init_model(a["model"], seed=s, **kw), a["model"], *data, mean, std, settings,
-                         log=lambda _: None) for s in seeds]  # fmt: skip
+        return train_seeds(a["model"], kw, *data, mean, std, s, seeds, log=lambda _: None), x, (mean, std)
+    results = [train(init_model(a["model"], seed=seed, **kw), a["model"], *data, mean, std, s, log=lambda _: None)
+               for seed in seeds]  # fmt: skip
+    return results, x, (mean, std)
+
+
+def accuracy_curve(arch: str, labels: str, steps: int, seeds: list[int], points: int) -> tuple[pd.DataFrame, float]:
+    """Train `arch` on textures -> (step, seed, train_accuracy, test_accuracy) table and images/s."""
+    results, _, _ = train_textures(arch, seeds, steps=steps, labels=labels, eval_steps=log_schedule(steps, points),
+                                   train_eval_size=512)  # fmt: skip
     rows = []
     for seed, r in zip(seeds, results, strict=True):
         acc = r.metrics[r.metrics.metric.str.endswith("accuracy")]

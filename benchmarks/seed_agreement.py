@@ -12,33 +12,19 @@ import time
 
 import pandas as pd
 import torch
-from check_texture import ARCHS, DATASETS
+from check_texture import ARCHS, train_textures
 
-from firstlayer.datasets import channel_stats, make_embedded_dataset
 from firstlayer.energy import energy_profile
 from firstlayer.patches import patch_moments, patch_pca
 from firstlayer.theory import pearson
-from firstlayer.train import TrainSettings, init_model, log_schedule, train, train_seeds
+from firstlayer.train import log_schedule
 
 
 def seed_agreement(arch: str, labels: str, steps: int, seeds: list[int], points: int) -> pd.DataFrame:
     """Train `arch` on textures from each seed -> (step, seed_a, seed_b, r) of their W - W0 profiles."""
-    a = ARCHS[arch]
-    ds = make_embedded_dataset(**DATASETS["textures"])
-    (x, y), (xt, yt) = ds.split("train"), ds.split("test")
-    mean, std = channel_stats(x)
-    _, basis = patch_pca(patch_moments(x, mean, std, a["k"]).covariance())
-    data = (torch.from_numpy(x), torch.from_numpy(y)), (torch.from_numpy(xt), torch.from_numpy(yt))
-    settings = TrainSettings(steps=steps, lr=a["lr"], labels=labels, batch_size=a["batch"], optimizer=a["optimizer"],
-                             momentum=0.9, weight_decay=a.get("wd", 0.0),
-                             augment=a.get("augment", False), device="cpu", eval_steps=(steps,),
-                             snapshot_steps=log_schedule(steps, points), log_every=10**9)  # fmt: skip
-    kw = {"num_classes": ds.num_classes, "kernel_size": a["k"], "width": a["width"], "image_size": x.shape[-1]}
-    if a["model"] in ("linear", "small_cnn"):
-        results = train_seeds(a["model"], kw, *data, mean, std, settings, seeds, log=lambda _: None)
-    else:
-        results = [train(init_model(a["model"], seed=s, **kw), a["model"], *data, mean, std, settings,
-                         log=lambda _: None) for s in seeds]  # fmt: skip
+    results, x, (mean, std) = train_textures(arch, seeds, steps=steps, labels=labels, eval_steps=(steps,),
+                                             snapshot_steps=log_schedule(steps, points))  # fmt: skip
+    _, basis = patch_pca(patch_moments(x, mean, std, ARCHS[arch]["k"]).covariance())
     profiles = [
         {t: energy_profile((w - r.snapshots[0]).flatten(1).numpy(), basis) for t, w in r.snapshots.items() if t}
         for r in results
