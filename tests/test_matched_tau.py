@@ -69,7 +69,10 @@ def test_profiles_equal_at_equal_tau_are_consistent_at_matched_tau_not_at_the_la
     assert row["arch"] == "(mixed)" and row["n"] == row["n_pairs"] == 4 and row["mean"] == pytest.approx(1.0)
 
     label_info = pd.DataFrame({"dataset": ["d"], "between_class_share": [0.001]})
-    rows = pd.DataFrame(consistency_rows(consistency_summary(pairs, n_boot=200), pairs, label_info, summary, matched))
+    accuracy = pd.DataFrame(columns=["dataset", "arch", "labels", "train_accuracy", "test_accuracy"])
+    rows = pd.DataFrame(
+        consistency_rows(consistency_summary(pairs, n_boot=200), pairs, label_info, summary, matched, accuracy)
+    )
     final, at_tau = rows[rows.condition.str.startswith("architecture vs architecture")].to_dict("records")
     assert final["holds"] is False and final["value"] < HIGH
     assert at_tau["holds"] is True and at_tau["condition"].endswith("at matched tau")
@@ -111,7 +114,10 @@ def test_a_run_with_every_fit_at_the_bound_is_unmatched_and_its_row_not_run():
     row = summary[summary.relation == "architecture"].iloc[0]
     assert row["n"] == 0 and row["n_pairs"] == 4 and np.isnan(row["mean"])
     label_info = pd.DataFrame({"dataset": ["d"], "between_class_share": [0.001]})
-    rows = pd.DataFrame(consistency_rows(consistency_summary(pairs, n_boot=200), pairs, label_info, summary, matched))
+    accuracy = pd.DataFrame(columns=["dataset", "arch", "labels", "train_accuracy", "test_accuracy"])
+    rows = pd.DataFrame(
+        consistency_rows(consistency_summary(pairs, n_boot=200), pairs, label_info, summary, matched, accuracy)
+    )
     at_tau = rows[rows.condition == "architecture vs architecture, arch (mixed), at matched tau"].iloc[0]
     assert at_tau["holds"] is None and at_tau["measured"].startswith("not run") and "0 of 4" in at_tau["measured"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import json
 import os
 import re
@@ -118,7 +119,7 @@ def test_report_holds_the_replication_table_and_configuration(smoke_report: Path
     replication = pd.read_parquet(smoke_report.parents[1] / "results" / "tables" / "replication.parquet")
     assert page.count("<tr>") == len(replication) + 1
     for claim in replication["claim"]:
-        assert claim.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in page
+        assert html.escape(claim) in page
     config = decoded(results["results/report/configuration.html"]).decode()
     assert "smoke.yaml (as given)" in config and "train_per_class: 24" in config
     assert "eval_batch_size" in config  # a default the smoke config does not set: the validated config is shown

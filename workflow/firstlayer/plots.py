@@ -785,7 +785,7 @@ def plot_matched_tau(distances: pd.DataFrame, matched: pd.DataFrame) -> Figure:
         ax.plot(x, y, color=colour, lw=2)
         ax.axvline(MATCHED_TAU_TOLERANCE, color="#444444", ls="--", lw=1)
         pairs = d.groupby([f"{k}_{s}" for k in RUN_KEYS for s in "ab"]).ngroups
-        ax.set_title(f"{MATCHED_RELATIONS[rel]}\n{pairs} pairs of runs ({len(m)} matched), {len(d)} of snapshots")
+        ax.set_title(f"{MATCHED_RELATIONS[rel]}\n{pairs} pairs of runs ({len(m)} matched), {len(d)} pairs of snapshots")
         ax.set_xlabel(r"effective-time distance $|\ln\tau_a - \ln\tau_b|$")
         ax.set_ylabel("Pearson correlation of the two profiles")
     handles = [
