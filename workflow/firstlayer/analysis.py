@@ -20,6 +20,11 @@ FACTOR_NAMES = {"dataset": "dataset", "arch": "architecture", "labels": "labels"
 LEARNING_MODES = ("true", "random")
 
 
+def last_step(frame: pd.DataFrame) -> pd.Series:
+    """True on the rows of each run's last step (runs keyed by ``RUN_KEYS``)."""
+    return frame["step"] == frame.groupby(RUN_KEYS)["step"].transform("max")
+
+
 def final_profiles(energy: pd.DataFrame) -> pd.DataFrame:
     """Tidy energy -> one row per (run, kind) with its profile as an array: the last step of W and W - W0, and
     the initial profile as kind 'W0' (W at step 0). Runs with a frozen first layer are left out."""
@@ -341,8 +346,7 @@ def final_accuracy(metrics: pd.DataFrame, chance: dict[str, float] | None = None
     mean and standard deviation over seeds, and the dataset's chance level (``chance_accuracy``; NaN when not
     given)."""
     acc = metrics[metrics["metric"].isin(["train_accuracy", "test_accuracy"])]
-    last = acc.groupby(RUN_KEYS)["step"].transform("max")
-    final = acc[acc["step"] == last].pivot_table(index=RUN_KEYS, columns="metric", values="value").reset_index()
+    final = acc[last_step(acc)].pivot_table(index=RUN_KEYS, columns="metric", values="value").reset_index()
     out = final.groupby(["dataset", "arch", "labels"], sort=True).agg(
         n_seeds=("seed", "nunique"),
         train_accuracy=("train_accuracy", "mean"),

@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from firstlayer.analysis import LEARNING_MODES, MATCHED_TAU_TOLERANCE, RUN_KEYS
+from firstlayer.analysis import LEARNING_MODES, MATCHED_TAU_TOLERANCE, RUN_KEYS, last_step
 from firstlayer.energy import pca_basis, snapshot_arrays
 from firstlayer.theory import formula_profile, init_aware_profile
 
@@ -147,11 +147,6 @@ def _label_colour(labels: str) -> str:
     return LABEL_COLOURS.get(labels, "#9467bd")
 
 
-def _last_steps(frame: pd.DataFrame) -> pd.Series:
-    """True on the rows of each run's last step."""
-    return frame["step"] == frame.groupby(RUN_KEYS)["step"].transform("max")
-
-
 def _normalised(energy: pd.DataFrame) -> pd.DataFrame:
     """Add `normalised_energy`: each profile (run, step, kind) divided by its maximum (NaN for an all-zero one)."""
     peak = energy.groupby([*RUN_KEYS, "step", "kind"])["energy"].transform("max")
@@ -201,7 +196,7 @@ def plot_profiles(energy: pd.DataFrame, *, kind: str = "W-W0", log_x: bool = Tru
     initial profile dashed, one panel per dataset and architecture. Frozen runs appear for kind W only (their
     W − W0 is zero)."""
     data = _normalised(energy)
-    final = data[(data["kind"] == kind) & _last_steps(data) & data["normalised_energy"].notna()]
+    final = data[(data["kind"] == kind) & last_step(data) & data["normalised_energy"].notna()]
     init = data[(data["kind"] == "W") & (data["step"] == 0)]
     families = sorted(data[["dataset", "arch"]].drop_duplicates().itertuples(index=False, name=None))
     if not families:
@@ -243,9 +238,9 @@ def plot_fit_overlay(energy: pd.DataFrame, fits: pd.DataFrame, *, kind: str = "W
     the init-aware formula at the fitted τ (geometric mean over seeds), one panel per run family (dataset,
     architecture, labels that learn); τ and the fit's correlation in each title."""
     data = _normalised(energy)
-    data = data[(data["kind"] == kind) & _last_steps(data) & data["labels"].isin(LEARNING_MODES)]
+    data = data[(data["kind"] == kind) & last_step(data) & data["labels"].isin(LEARNING_MODES)]
     fits = fits[(fits["kind"] == kind) & fits["labels"].isin(LEARNING_MODES)]
-    fits = fits[fits["step"] == fits.groupby(RUN_KEYS)["step"].transform("max")]
+    fits = fits[last_step(fits)]
     families = sorted(
         data[["dataset", "arch", "labels"]].drop_duplicates().itertuples(index=False, name=None),
         key=lambda f: (f[0], f[1], LABEL_ORDER.index(f[2]) if f[2] in LABEL_ORDER else 9),

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from firstlayer.analysis import last_step
 from firstlayer.replication import verdict
 
 #: The figures a record shows, as 128-colour PNGs beside it.
@@ -45,7 +46,7 @@ def training_reached(metrics: pd.DataFrame, accuracy: pd.DataFrame, fits: pd.Dat
     one-parameter tau fitted to the final W - W0 profile (with how many of those fits sit at the tau grid's bound)."""
     steps = metrics.groupby(FAMILY)["step"].max().rename("steps")
     one = fits[(fits.formula == "one_parameter") & (fits.kind == "W-W0")]
-    final = one[one.groupby([*FAMILY, "seed"])["step"].transform("max") == one["step"]]
+    final = one[last_step(one)]
     tau = final.groupby(FAMILY).agg(tau=("tau", "median"), tau_at_bound=("at_bound", "sum"))
     acc = accuracy.set_index(FAMILY)[["n_seeds", "train_accuracy", "test_accuracy", "chance"]]
     out = acc.join(steps).join(tau).reset_index()
@@ -60,7 +61,7 @@ def per_dataset(consistency: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
     seeds = seeds.rename(columns={"dataset_a": "dataset", "arch_a": "arch"}).groupby(["dataset", "arch"])
     agree = seeds["correlation"].agg(seed_vs_seed="mean", seed_vs_seed_min="min", pairs="count")
     one = fits[(fits.formula == "one_parameter") & (fits.kind == "W-W0")]
-    final = one[one.groupby([*FAMILY, "seed"])["step"].transform("max") == one["step"]].groupby(["dataset", "arch"])
+    final = one[last_step(one)].groupby(["dataset", "arch"])
     fit = final["correlation"].agg(formula_fit="median", runs="count")
     out = agree.join(fit, how="outer").reset_index()
     out["pairs"] = out["pairs"].fillna(0).astype(int)

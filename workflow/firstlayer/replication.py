@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from firstlayer.analysis import RUN_KEYS
+from firstlayer.analysis import RUN_KEYS, last_step
 
 #: Correlation above which profiles count as "highly consistent" (fixed before looking at any result).
 HIGH = 0.9
@@ -286,14 +286,14 @@ def theory_rows(check: pd.DataFrame, fits: pd.DataFrame, label_info: pd.DataFram
     )
     name = "the formula fits nonlinear CNNs"
     crit = f"median one-parameter r of final W - W0 profiles >= {HIGH}"
-    final = one[one.groupby(["dataset", "arch", "labels", "seed"])["step"].transform("max") == one["step"]]
+    final = one[last_step(one)]
     nonlinear = final[final.model != "linear"]
     if nonlinear.empty:
         rows.append(_not_run(name, paper, crit, "no nonlinear network in the grid"))
     for arch, g in nonlinear.groupby("arch", sort=True):
         med = float(g["correlation"].median())
         a = aware[(aware.arch == arch)]
-        a = a[a.groupby(["dataset", "arch", "labels", "seed"])["step"].transform("max") == a["step"]]
+        a = a[last_step(a)]
         rows.append(
             _row(
                 name,
