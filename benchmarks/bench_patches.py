@@ -27,10 +27,9 @@ import numpy as np
 import torch
 
 from firstlayer.config import shard_bounds
-from firstlayer.datasets import EMBEDDED_PHOTOS, load_photo, rescale_photo
+from firstlayer.datasets import EMBEDDED_PHOTOS, channel_stats, load_photo, rescale_photo
 from firstlayer.patches import (
     PatchMoments,
-    channel_moments,
     moments_from_frames,
     normalise,
     normalise_moments,
@@ -113,9 +112,9 @@ def two_pass_reference(images: np.ndarray, mean: np.ndarray, std: np.ndarray, k:
 
 
 def ours(images: np.ndarray, k: int, chunk: int) -> PatchMoments:
-    """Exact moments of all k x k patches and of all pixels (one pass), normalised like the network input."""
-    raw, pixels = raw_moments(images, k, images_per_chunk=chunk)
-    return normalise_moments(raw, *channel_moments(pixels))
+    """Exact moments of all k x k patches, normalised by the channel statistics like the network input."""
+    raw = raw_moments(images, k, images_per_chunk=chunk)[0]
+    return normalise_moments(raw, *channel_stats(images))
 
 
 def main() -> None:
@@ -131,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images = stand_in(args.images)
-    mean, std = channel_moments(raw_patch_moments(images, 1))
+    mean, std = channel_stats(images)
     print(f"stand-in: {images.shape[0]} crops 32x32x3 of the embedded photos; {args.threads} threads\n")
 
     # ours first, in a fresh process: the published run leaves gigabytes of freed memory behind it that make the
@@ -183,8 +182,7 @@ def main() -> None:
             part = images[start:stop]
             patch, pixel = raw_patch_moments(part, k), raw_patch_moments(part, 1)
             frames.append(shard_moments_frame(patch, pixel, kernel_size=k, start=start, stop=stop, images=len(images)))
-        sharded = normalise_moments(moments_from_frames(frames, "patch"), *channel_moments(
-            moments_from_frames(frames, "pixel")))  # fmt: skip
+        sharded = normalise_moments(moments_from_frames(frames, "patch"), *channel_stats(images))
         diff = np.abs(sharded.covariance() - m.covariance()).max() / np.abs(m.covariance()).max()
         print(f"  {len(frames)} shards of {args.shard_size} summed vs single pass: max relative difference {diff:.1e}")
         print()

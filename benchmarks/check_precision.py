@@ -19,7 +19,8 @@ import firstlayer.train
 from firstlayer.datasets import channel_stats, make_embedded_dataset
 from firstlayer.energy import energy_profile
 from firstlayer.patches import patch_moments, patch_pca
-from firstlayer.train import TrainSettings, init_model, train
+from firstlayer.settings import TrainSettings
+from firstlayer.train import init_model, train
 
 
 @contextlib.contextmanager

@@ -17,7 +17,8 @@ import torch
 from firstlayer.analysis import label_information, label_information_summary
 from firstlayer.datasets import channel_stats, make_embedded_dataset
 from firstlayer.patches import patch_moments, patch_pca
-from firstlayer.train import TrainResult, TrainSettings, init_model, log_schedule, train, train_seeds
+from firstlayer.settings import TrainSettings, log_schedule
+from firstlayer.train import TrainResult, init_model, train, train_seeds
 
 #: The datasets compared: texture as configs/embedded_long.yaml defines it, photo and rotation as config.yaml does.
 DATASETS = {

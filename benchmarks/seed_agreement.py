@@ -16,8 +16,8 @@ from check_texture import ARCHS, train_textures
 
 from firstlayer.energy import energy_profile
 from firstlayer.patches import patch_moments, patch_pca
+from firstlayer.settings import log_schedule
 from firstlayer.theory import pearson
-from firstlayer.train import log_schedule
 
 
 def seed_agreement(arch: str, labels: str, steps: int, seeds: list[int], points: int) -> pd.DataFrame:

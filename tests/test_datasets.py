@@ -510,3 +510,18 @@ def test_channel_stats_exact():
     np.testing.assert_array_equal(D.channel_stats(constant)[1], 0.0)
     with pytest.raises(DatasetError):
         D.channel_stats(images.astype(np.float32))
+
+
+def test_one_normalisation_for_training_and_the_patch_pca():
+    """The dataset_normalisation job's table (read by the patch PCA) holds exactly what training computes:
+    channel_stats of the training split."""
+    dataset = D.make_embedded_dataset(**SMALL)
+    x_train, _ = dataset.split("train")
+    table = D.normalisation_frame(x_train, "small")
+    assert table.channel.tolist() == [0, 1, 2] and (table.images == len(x_train)).all()
+    mean, std = D.normalisation_values(table.sample(frac=1.0, random_state=0))  # row order does not matter
+    train_mean, train_std = D.channel_stats(x_train)
+    np.testing.assert_array_equal(mean, train_mean)
+    np.testing.assert_array_equal(std, train_std)
+    with pytest.raises(DatasetError, match="one row per channel"):
+        D.normalisation_values(table.iloc[1:])

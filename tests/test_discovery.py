@@ -10,18 +10,19 @@ import torchvision
 from torch import nn
 
 from firstlayer.discovery import FirstLayerError, find_first_layer
-from firstlayer.models import MODELS, build_model, model_spec
+from firstlayer.models import MODELS
+from firstlayer.modelspec import build_model
 
 #: A kernel size each built-in takes at 32x32 (a ViT's patch size must divide the image).
 KERNEL = {"vit_tiny": 8}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_builtins_agree_with_the_registry(name: str) -> None:
+def test_each_builtins_pinned_first_layer_is_the_one_discovery_finds(name: str) -> None:
     torch.manual_seed(0)
     net = build_model(name, num_classes=4, kernel_size=KERNEL.get(name, 3), image_size=32)
     found = find_first_layer(net, image_size=32)
-    assert found.name == model_spec(name).first_layer
+    assert found.name == MODELS[name].first_layer  # the registry's pin
     assert found.module is net.get_submodule(found.name)
     assert found.found_by.startswith("forward hooks")
 

@@ -7,8 +7,16 @@ import pandas as pd
 import pytest
 import torch
 
-from firstlayer.energy import energy_frame, energy_profile, snapshot_arrays
-from firstlayer.train import snapshots_frame
+from firstlayer.energy import (
+    KINDS,
+    TRAINED_STEP,
+    energy_frame,
+    energy_profile,
+    energy_table,
+    profile_tables,
+    snapshot_arrays,
+)
+from firstlayer.runs import snapshots_frame
 
 
 def orthonormal(d: int, seed: int = 0) -> np.ndarray:
@@ -85,6 +93,37 @@ def test_energy_frame_rows_and_values():
 def test_energy_frame_needs_step_zero():
     with pytest.raises(ValueError, match="step 0"):
         energy_frame({1: np.ones((2, 3)), 5: np.ones((2, 3))}, np.ones(3), np.eye(3))
+    with pytest.raises(ValueError, match="unknown profile kinds"):
+        energy_frame({0: np.ones((2, 3))}, np.ones(3), np.eye(3), kinds=("W0",))
+
+
+def test_w_alone_needs_no_init_and_banks_may_be_conv_weights():
+    """A pretrained checkpoint or the API's weights: W only, at TRAINED_STEP; (K, c, k, k) banks are flattened like
+    conv.weight.flatten(1)."""
+    u = orthonormal(12, seed=8)
+    w = np.random.default_rng(8).normal(size=(4, 3, 2, 2))
+    frame = energy_frame({TRAINED_STEP: w}, np.arange(12.0, 0, -1), u, kinds=("W",))
+    assert set(frame.kind) == {"W"} and set(frame.step) == {TRAINED_STEP} and len(frame) == 12
+    np.testing.assert_array_equal(frame.energy.to_numpy(), energy_profile(w.reshape(4, -1), u))
+
+
+def test_profile_tables_are_the_workflows_three_tables():
+    """energy_table adds the keys and the normalisation; profile_tables adds theory.fit_frame and
+    analysis.whitening_frame of it: the functions the workflow's fit and whitening jobs run on all runs."""
+    from firstlayer.analysis import whitening_frame
+    from firstlayer.theory import fit_frame
+
+    d, rng = 12, np.random.default_rng(9)
+    u, lam = orthonormal(d, seed=9), np.geomspace(10, 0.01, d)
+    snaps = {0: rng.normal(size=(6, d)), 3: rng.normal(size=(6, d)), 9: rng.normal(size=(6, d))}
+    keys = {"dataset": "a", "arch": "net", "model": "net", "labels": "true", "seed": 0, "kernel_size": 2}
+    tables = profile_tables(snaps, lam, u, keys, kinds=KINDS)
+    energy = energy_table(snaps, lam, u, keys)
+    pd.testing.assert_frame_equal(tables.energy, energy)
+    assert (energy.normalisation == "dataset").all() and set(keys) <= set(energy.columns)
+    pd.testing.assert_frame_equal(tables.fits, fit_frame(energy))
+    pd.testing.assert_frame_equal(tables.whitening, whitening_frame(energy))
+    assert tables.whitening.stage.tolist() == ["data", "init", "trained", "trained"]
 
 
 # ------------------------------------------------------------------------ snapshots

@@ -10,7 +10,8 @@ from torch import nn
 
 from firstlayer.config import ConfigError, load_schema, validate_config
 from firstlayer.energy import energy_profile
-from firstlayer.models import MODELS, build_model, first_layer, stackable_models
+from firstlayer.models import MODELS, first_layer, stackable_models
+from firstlayer.modelspec import build_model
 from firstlayer.networks import ShortcutA
 from firstlayer.patches import normalise, patch_pca, raw_moments, unfold_patches
 from firstlayer.train import init_model
@@ -93,7 +94,7 @@ def test_first_layer_is_the_module_that_sees_the_image(model, k):
 def test_first_layer_rejects_a_module_that_is_not_a_3_channel_conv():
     net = build_model("resnet20", num_classes=3)
     net.conv1 = nn.Conv2d(1, 16, 3)
-    with pytest.raises(TypeError, match="resnet20: conv1 is not a 3-channel Conv2d"):
+    with pytest.raises(ValueError, match=r"resnet20: conv1 \(Conv2d\(1, 16.*\) does not take 3 input channels"):
         first_layer(net, "resnet20")
 
 

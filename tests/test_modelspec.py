@@ -17,8 +17,8 @@ from firstlayer.checkpoints import CheckpointError
 from firstlayer.modelspec import (
     ModelSource,
     ModelSpecError,
-    build_network,
-    call_builder,
+    build_model,
+    builder_arguments,
     load_builder,
     load_model,
     parse_model_spec,
@@ -91,7 +91,7 @@ def test_parsing_imports_no_torch() -> None:
 
 
 def test_a_user_file_builder_gets_the_arguments_it_names(user_file: Path) -> None:
-    net = build_network(f"{user_file}:build", num_classes=7, image_size=16)
+    net = build_model(f"{user_file}:build", num_classes=7, image_size=16)
     assert isinstance(net[0], nn.Conv2d)
     assert net(torch.zeros(1, 3, 16, 16)).shape == (1, 7)
 
@@ -99,7 +99,7 @@ def test_a_user_file_builder_gets_the_arguments_it_names(user_file: Path) -> Non
 @pytest.mark.parametrize(
     ("builder", "message"),
     [
-        ("needs_depth", r"needs depth, which firstlayer cannot give: it passes only num_classes, image_size"),
+        ("needs_depth", "needs depth, which the workflow cannot give: it passes only num_classes, kernel_size, width"),
         ("not_a_module", "returned a str, not a torch.nn.Module"),
         ("LIMIT", r"LIMIT is not callable in .*my_net\.py; its functions: build, needs_depth, not_a_module"),
         ("missing", "missing does not exist in"),
@@ -107,7 +107,7 @@ def test_a_user_file_builder_gets_the_arguments_it_names(user_file: Path) -> Non
 )
 def test_user_builder_errors(user_file: Path, builder: str, message: str) -> None:
     with pytest.raises(ModelSpecError, match=message):
-        build_network(f"{user_file}:{builder}")
+        build_model(f"{user_file}:{builder}", num_classes=10)
 
 
 def test_a_missing_file_and_a_broken_file(tmp_path: Path) -> None:
@@ -125,15 +125,15 @@ def test_a_module_builder_and_a_missing_module(tmp_path: Path, monkeypatch: pyte
     (package / "__init__.py").write_text("")
     (package / "nets.py").write_text(USER_FILE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert isinstance(build_network("user_pkg_for_firstlayer.nets:build")[0], nn.Conv2d)
+    assert isinstance(build_model("user_pkg_for_firstlayer.nets:build", num_classes=10)[0], nn.Conv2d)
     with pytest.raises(ModelSpecError, match=r"cannot import module 'no_such_pkg_xyz\.nets' \(No module named"):
         load_builder("no_such_pkg_xyz.nets:build")
 
 
 def test_builtins_and_torchvision_build_at_random_init() -> None:
-    assert build_network("vit_tiny", num_classes=4, image_size=32).conv_proj.kernel_size == (4, 4)
-    assert build_network("resnet20").conv1.kernel_size == (3, 3)
-    assert isinstance(build_network("torchvision:resnet18"), torchvision.models.ResNet)
+    assert build_model("vit_tiny", num_classes=4, image_size=32).conv_proj.kernel_size == (4, 4)
+    assert build_model("resnet20", num_classes=10).conv1.kernel_size == (3, 3)
+    assert isinstance(build_model("torchvision:resnet18", num_classes=10), torchvision.models.ResNet)
     with pytest.raises(ModelSpecError, match=r"torchvision has no classification model 'resnet19'; close: resnet18"):
         load_builder("torchvision:resnet19")
     with pytest.raises(
@@ -199,19 +199,23 @@ def test_timm_weights_missing_from_the_caches(tmp_path: Path, monkeypatch: pytes
         torch.hub.set_dir(previous)
 
 
-def test_call_builder_passes_only_named_arguments() -> None:
-    seen = {}
+def test_a_builder_gets_only_the_arguments_it_names() -> None:
+    """One reading of a builder's signature: a user's builder gets what it names (kernel_size and width when given),
+    a library's its own keywords."""
 
     def build(*, image_size: int, width: int = 4) -> nn.Module:
-        seen.update(image_size=image_size, width=width)
         return nn.Conv2d(3, width, 3)
 
-    call_builder(build, {"num_classes": 3, "image_size": 24}, "build")
-    assert seen == {"image_size": 24, "width": 4}
+    user = ModelSource("module", "nets", "build")
+    assert builder_arguments(user, build, num_classes=3, image_size=24) == {"image_size": 24}
+    given = builder_arguments(user, build, num_classes=3, image_size=24, kernel_size=5, width=8)
+    assert given == {"image_size": 24, "width": 8}
+    library = builder_arguments(ModelSource("torchvision", "resnet18"), build, num_classes=3, image_size=24)
+    assert library == {"weights": None, "num_classes": 3}
 
 
 def test_the_example_network_file_is_a_valid_spec() -> None:
-    net = build_network(f"{REPO}/docs/examples/my_net.py:build", num_classes=10)
+    net = build_model(f"{REPO}/docs/examples/my_net.py:build", num_classes=10)
     assert type(net).__name__ == "MyNet"
 
 

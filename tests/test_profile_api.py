@@ -19,13 +19,19 @@ import firstlayer
 from firstlayer.analysis import whitening_frame
 from firstlayer.checkpoints import CheckpointError
 from firstlayer.config import shard_bounds
-from firstlayer.datasets import EMBEDDED_PRESETS, DatasetError, channel_stats, make_embedded_dataset
+from firstlayer.datasets import (
+    EMBEDDED_PRESETS,
+    DatasetError,
+    channel_stats,
+    make_embedded_dataset,
+    normalisation_frame,
+    normalisation_values,
+)
 from firstlayer.discovery import FirstLayerError
-from firstlayer.energy import energy_frame, pca_basis, snapshot_arrays
+from firstlayer.energy import energy_table, pca_basis, snapshot_arrays
 from firstlayer.io import save_dataset
 from firstlayer.modelspec import LoadedModel
 from firstlayer.patches import (
-    channel_moments,
     moments_from_frames,
     normalise,
     normalise_moments,
@@ -35,8 +41,10 @@ from firstlayer.patches import (
     unfold_patches,
 )
 from firstlayer.profile import ProfileError, analyze, load_images
+from firstlayer.runs import snapshots_frame
+from firstlayer.settings import TrainSettings, log_schedule
 from firstlayer.theory import fit_frame
-from firstlayer.train import TrainSettings, init_model, log_schedule, snapshots_frame, train
+from firstlayer.train import init_model, train
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"dataset": "rotations", "arch": "small_cnn_k5", "model": "small_cnn", "labels": "true", "seed": 0}
@@ -67,13 +75,13 @@ def workflow_tables(dataset, result, k: int = 5) -> tuple[pd.DataFrame, pd.DataF
     n = len(images)
     frames = [shard_moments_frame(*raw_moments(images[a:b], k), kernel_size=k, start=a, stop=b, images=n)
               for a, b in shard_bounds(n, n // 2 + 1)]  # fmt: skip
-    mean, std = channel_moments(moments_from_frames(frames, "pixel"))
+    mean, std = normalisation_values(normalisation_frame(images, "rotations"))  # the dataset_normalisation job
     pca = pca_frame(
         normalise_moments(moments_from_frames(frames, "patch"), mean, std), dataset="rotations", kernel_size=k
     )
     eigenvalues, basis = pca_basis(pca)
     snapshots = snapshots_frame(result.snapshots).assign(**KEYS)
-    energy = energy_frame(snapshot_arrays(snapshots), eigenvalues, basis).assign(**KEYS, kernel_size=k)
+    energy = energy_table(snapshot_arrays(snapshots), eigenvalues, basis, {**KEYS, "kernel_size": k})
     fit = yaml.safe_load((REPO / "config.yaml").read_text())["fit"]
     return energy, fit_frame(energy, **fit), whitening_frame(energy)
 

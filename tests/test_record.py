@@ -1,4 +1,5 @@
-"""The replication record: how far each run family was trained, the per-claim overview and the written files."""
+"""The replication record: how far each run family was trained, the per-claim overview and the written files; the
+README's verdict summary, read back from the records, and the README holding what they give now."""
 
 from __future__ import annotations
 
@@ -10,13 +11,26 @@ import pytest
 from PIL import Image
 
 from firstlayer.record import (
+    HOLDS,
+    README_BEGIN,
+    README_END,
     RECORD_FIGURES,
     claim_overview,
+    main,
     per_dataset,
+    read_markdown_table,
+    read_record,
+    readme_records,
     record_markdown,
+    replace_block,
     training_reached,
+    update_readme,
+    verdict_summary,
     write_record,
 )
+from firstlayer.replication import COLUMNS, to_markdown, verdict
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_tables() -> dict[str, pd.DataFrame]:
@@ -105,3 +119,124 @@ def test_write_record_writes_the_markdown_and_small_figures(tmp_path: Path):
     for figure in RECORD_FIGURES:
         small = Image.open(tmp_path / "docs" / "long" / f"{figure}.png")
         assert small.mode == "P" and small.size == (60, 40) and len(small.getcolors()) <= 128
+
+
+def replication_table(rows: list[tuple[str, str, str, object]]) -> pd.DataFrame:
+    """A replication table of (claim, condition, measured, holds) rows, the other columns filled."""
+    frame = pd.DataFrame(rows, columns=["claim", "condition", "measured", "holds"])
+    frame["paper"], frame["criterion"], frame["value"] = "the paper | §3", "r >= 0.9", np.nan
+    return frame[COLUMNS]
+
+
+def write_synthetic_record(folder: Path, name: str, rows: list[tuple[str, str, str, object]]) -> Path:
+    """A record as record_markdown writes it, around a replication table written by replication.to_markdown."""
+    tables = {**run_tables(), "replication": replication_table(rows)}
+    text = record_markdown(name, "snakemake --cores all", "0123456789abcdef", "2 cores of X", 402.0, tables,
+                           to_markdown(tables["replication"]))  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.md").write_text(text)
+    return folder / f"{name}.md"
+
+
+ROWS_A = [
+    ("seeds agree", "arch a", "r = 0.95 [0.9, 0.99] (3 pairs)", True),
+    ("seeds agree", "arch b | k7", "r = 0.80 (2 pairs); final step r = 0.7 (no)", False),
+    ("tau grows", "linear", "not run: no snapshots", None),
+]
+ROWS_B = [("seeds agree", f"arch {i}", f"r = 0.{i}", False) for i in range(5)] + [("new claim", "x", "r = 1", True)]
+
+
+def test_holds_words_read_back_to_what_verdict_writes():
+    assert all(verdict(holds) == word for word, holds in HOLDS.items())
+
+
+def test_a_markdown_table_reads_back_with_its_escaped_pipes():
+    frame = pd.DataFrame({"a": ["x | y", "z"], "b": [1.5, float("nan")]})
+    from firstlayer.record import _markdown
+
+    back = read_markdown_table("text above\n\n" + _markdown(frame) + "\ntext below | not a table")
+    assert (
+        list(back.columns) == ["a", "b"]
+        and back["a"].tolist() == ["x | y", "z"]
+        and back["b"].tolist() == ["1.500", ""]
+    )
+    with pytest.raises(ValueError, match="no Markdown table"):
+        read_markdown_table("no table here")
+
+
+def test_a_record_reads_back_its_run_and_replication_table(tmp_path: Path):
+    record = read_record(write_synthetic_record(tmp_path, "short", ROWS_A).read_text())
+    assert (record["name"], record["command"], record["commit"]) == (
+        "short",
+        "snakemake --cores all",
+        "0123456789abcdef",
+    )
+    assert record["host"] == "2 cores of X" and record["wall"] == "6.7 minutes (402 s)"
+    table = record["replication"]
+    assert table["holds"].tolist() == [True, False, None] and table["condition"][1] == "arch b | k7"
+    assert claim_overview(table).set_index("claim").loc["seeds agree", "verdict"] == "partly"
+    with pytest.raises(ValueError, match="not a replication record"):
+        read_record("# Something else\n")
+
+
+def test_the_verdict_summary_has_a_column_per_record_and_names_few_failing_rows(tmp_path: Path):
+    records = [write_synthetic_record(tmp_path / "docs", "a_short", ROWS_A),
+               write_synthetic_record(tmp_path / "docs", "b_long", ROWS_B)]  # fmt: skip
+    assert readme_records(tmp_path / "docs") == records
+    summary = verdict_summary(records, tmp_path)
+    table = read_markdown_table(summary).set_index("claim")
+    assert list(table.columns) == ["[a_short](docs/a_short.md)", "[b_long](docs/b_long.md)"]
+    assert list(table.index) == ["seeds agree", "tau grows", "new claim"]  # first record's order, then the others'
+    short, long = table.columns
+    assert table.loc["seeds agree", short] == "partly, 1 of 2 rows hold; fails: arch b | k7 (r = 0.80)"
+    assert table.loc["seeds agree", long] == "no, 0 of 5 rows hold"  # more than three failing rows: counted only
+    assert table.loc["tau grows", short] == "not run" and table.loc["tau grows", long] == "—"
+    assert table.loc["new claim", short] == "—" and table.loc["new claim", long] == "yes, 1 of 1 rows hold"
+    assert (
+        "- [a_short](docs/a_short.md): `snakemake --cores all`, commit `0123456`, wall time 6.7 minutes (402 s)"
+        in summary
+    )
+    assert "arch b \\| k7" in summary  # the pipe stays escaped in the README's table
+
+
+def test_the_readme_block_is_replaced_and_checked(tmp_path: Path, capsys):
+    write_synthetic_record(tmp_path / "docs" / "replication", "default", ROWS_A)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nabove\n\n{README_BEGIN}\nstale\n{README_END}\n\nbelow\n")
+    args = ["readme", "--readme", str(readme), "--records", str(tmp_path / "docs" / "replication")]
+    assert main([*args, "--check"]) == 1 and "-stale" in capsys.readouterr().out
+    assert main(args) == 0
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("# title\n\nabove\n\n") and text.endswith(f"{README_END}\n\nbelow\n")
+    assert "[default](docs/replication/default.md)" in text
+    assert main([*args, "--check"]) == 0 and update_readme(readme, tmp_path / "docs" / "replication")
+    with pytest.raises(ValueError, match="expected one"):
+        replace_block("no markers", "block")
+
+
+def test_the_readme_verdict_summary_is_what_the_records_give_now():
+    """The README's block cannot go stale: after a record changes, `python -m firstlayer.record readme` rewrites it."""
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    expected = replace_block(text, verdict_summary(readme_records(REPO / "docs" / "replication"), REPO))
+    assert text == expected, "README.md's verdict summary is stale: run `python -m firstlayer.record readme`"
+
+
+def test_a_record_written_into_the_readmes_records_folder_rewrites_its_summary(tmp_path: Path):
+    results = tmp_path / "results"
+    (results / "tables").mkdir(parents=True)
+    (results / "figures").mkdir()
+    tables = {**run_tables(), "replication": replication_table(ROWS_A)}
+    for name, frame in tables.items():
+        frame.to_parquet(results / "tables" / f"{name}.parquet")
+    (results / "tables" / "replication.md").write_text("# Replication\n\n" + to_markdown(tables["replication"]))
+    for figure in RECORD_FIGURES:
+        Image.new("RGB", (8, 8)).save(results / "figures" / f"{figure}.png")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    out = tmp_path / "docs" / "replication"
+    args = [str(results), "--name", "new", "--command", "snakemake", "--wall-seconds", "60", "--commit", "abc"]
+    assert main([*args, "--out", str(tmp_path / "elsewhere"), "--readme", str(readme)]) == 0
+    assert readme.read_text() == f"{README_BEGIN}\n{README_END}\n"  # a record outside docs/replication: untouched
+    assert main([*args, "--out", str(out), "--readme", str(readme)]) == 0
+    assert "[new](docs/replication/new.md)" in readme.read_text() and update_readme(readme, out, check=True)

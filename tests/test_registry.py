@@ -1,5 +1,5 @@
 """The model registry (firstlayer.models.MODELS) drives the config checks made before any job, the schema's list of
-models, stacking and the resource estimates: adding a model is one entry."""
+models, stacking and the resource estimates: adding a network is one registered builder (``register_model``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from firstlayer import models
 from firstlayer.config import ConfigError, load_schema, validate_config
+from firstlayer.modelspec import build_model
 
 
 def config(*, image_size: int = 32, **arch) -> dict:
@@ -77,21 +78,30 @@ def test_fixed_width():
     )
     validate_config(config(model="resnet18", width=64))
     with pytest.raises(ValueError, match="width is fixed at 64"):
-        models.build_model("resnet18", num_classes=3, width=32)
+        build_model("resnet18", num_classes=3, width=32)
 
 
 def test_build_model_checks_the_images_like_the_config():
     with pytest.raises(ValueError, match="vgg11_bn: needs images of at least 32x32, got 16x16"):
-        models.build_model("vgg11_bn", num_classes=10, image_size=16)
+        build_model("vgg11_bn", num_classes=10, image_size=16)
     with pytest.raises(ValueError, match="vit_tiny: the patch size 5 does not divide the image side 32"):
-        models.build_model("vit_tiny", num_classes=10, kernel_size=5)
+        build_model("vit_tiny", num_classes=10, kernel_size=5)
     with pytest.raises(ValueError, match="linear: the kernel size 9 is larger than the image side 8"):
-        models.build_model("linear", num_classes=10, kernel_size=9, image_size=8)
+        build_model("linear", num_classes=10, kernel_size=9, image_size=8)
 
 
-def test_adding_a_model_is_one_registry_entry(monkeypatch, tmp_path):
-    """A throwaway model registered in MODELS alone: the schema accepts it, the stacking check and the resource
-    estimates read its entry, and build_model and first_layer work on it."""
+@pytest.fixture
+def registry():
+    """The registry, restored after the test (a test may register a throwaway model)."""
+    saved = dict(models.MODELS)
+    yield models.MODELS
+    models.MODELS.clear()
+    models.MODELS.update(saved)
+
+
+def test_adding_a_network_is_one_registered_builder(registry, tmp_path):
+    """A throwaway network registered with the decorator alone: the schema accepts it, the stacking check and the
+    resource estimates read its entry, and build_model and first_layer work on it."""
     from torch import nn
 
     from firstlayer import resources
@@ -102,11 +112,8 @@ def test_adding_a_model_is_one_registry_entry(monkeypatch, tmp_path):
         r"'architectures\.net\.model': 'toy' is not a model; a model is a built-in name \(linear,", problems(cfg)[0]
     )
 
-    def toy(classes: int, k: int, width: int, side: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(3, width, k), nn.Flatten(), nn.LazyLinear(classes))
-
-    spec = models.ModelSpec(
-        builder=toy,
+    @models.register_model(
+        "toy",
         first_layer="0",
         default_width=5,
         stackable=False,
@@ -115,14 +122,17 @@ def test_adding_a_model_is_one_registry_entry(monkeypatch, tmp_path):
         activation_mb=100.0,
         min_image_size=16,
     )
-    monkeypatch.setitem(models.MODELS, "toy", spec)
+    def toy(classes: int, k: int, width: int, side: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, width, k), nn.Flatten(), nn.LazyLinear(classes))
+
+    assert registry["toy"].builder is toy
     assert load_schema()["$defs"]["architecture"]["properties"]["model"]["anyOf"][0]["enum"][-1] == "toy"
     assert problems(cfg) == [
         "config key 'architectures.net.seeds_per_job': toy trains one seed per job; several seeds per job need a "
         "model without batch statistics: linear, small_cnn"
     ]
     assert "toy" in problems(config(model="toy", image_size=8))[0]  # its minimum image size
-    monkeypatch.setitem(models.MODELS, "toy", models.ModelSpec(**{**spec.__dict__, "stackable": True}))
+    registry["toy"] = models.ModelSpec(**{**registry["toy"].__dict__, "stackable": True})
     cfg = validate_config(cfg)
     assert "toy" in models.stackable_models()
     # 10 steps x 64 images x 2 seeds at 1 image/s on the CPU: 1280 s x 3 = 64 min, + 10
@@ -130,5 +140,14 @@ def test_adding_a_model_is_one_registry_entry(monkeypatch, tmp_path):
     assert resources.train_runtime(cfg, "crops", "net", "0+1", tmp_path / "none") == 74
     mem = resources.train_mem_mb(cfg, "crops", "net", "0+1", tmp_path / "none")
     assert mem == pytest.approx(1500 + 2 * resources.dataset_mb(cfg["datasets"]["crops"], "") + 100 * 256, abs=1)
-    net = models.build_model("toy", num_classes=3, image_size=16)
+    net = build_model("toy", num_classes=3, image_size=16)
     assert models.first_layer(net, "toy").weight.shape == (5, 3, 3, 3)
+
+
+def test_a_name_is_registered_once_and_has_no_colon(registry):
+    with pytest.raises(ValueError, match="model 'linear' is registered twice; pick another name"):
+        models.register_model("linear", default_width=1, stackable=True, batch_norm=False,
+                              cpu_images_per_second=1, activation_mb=1)(lambda c, k, w, s: None)  # fmt: skip
+    with pytest.raises(ValueError, match="has a colon"):
+        models.register_model("my:net", default_width=1, stackable=True, batch_norm=False,
+                              cpu_images_per_second=1, activation_mb=1)(lambda c, k, w, s: None)  # fmt: skip

@@ -16,17 +16,16 @@ import pytest
 import torch
 
 from firstlayer.models import MODELS
-from firstlayer.train import (
+from firstlayer.resume import (
     INTERRUPTED_EXIT_CODE,
     StopFlag,
     TrainingInterrupted,
-    TrainSettings,
-    init_model,
-    log_schedule,
+    checkpoint_files,
+    seed_checkpoint,
     stop_on_signals,
-    train,
-    train_seeds,
 )
+from firstlayer.settings import TrainSettings, log_schedule
+from firstlayer.train import init_model, train, train_seeds
 
 MEAN = np.array([0.5, 0.5, 0.5]) * 255
 STD = np.array([0.25, 0.25, 0.25]) * 255
@@ -122,9 +121,9 @@ def test_train_stopped_and_resumed_equals_uninterrupted(tmp_path, arch, optimize
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0.resume.pt"]  # no temporary file left
 
 
-@pytest.mark.parametrize(("arch", "labels"), [("linear", "random"), ("small_cnn", "frozen")])
-def test_train_seeds_stopped_twice_and_resumed_equals_uninterrupted(tmp_path, arch, labels):
-    s = settings(optimizer="adam", lr=0.003, labels=labels)
+@pytest.mark.parametrize("labels", ["random", "frozen"])
+def test_stacked_seeds_stopped_twice_and_resumed_equal_uninterrupted(tmp_path, labels):
+    arch, s = "linear", settings(optimizer="adam", lr=0.003, labels=labels)
     kw = {**MODEL_KW, "init_scale": 0.5}
     ref = train_seeds(arch, kw, TRAIN, TEST, MEAN, STD, s, [0, 3], log=quiet)
     path = tmp_path / "seed0+3.resume.pt"
@@ -137,6 +136,33 @@ def test_train_seeds_stopped_twice_and_resumed_equals_uninterrupted(tmp_path, ar
     resumed = train_seeds(arch, kw, TRAIN, TEST, MEAN, STD, s, [0, 3], log=quiet, checkpoint=path)
     for a, b in zip(ref, resumed, strict=True):
         assert_bitwise(a, b)
+
+
+def test_seeds_one_after_another_stopped_in_the_second_resume_it_from_its_own_checkpoint(tmp_path):
+    """Seeds that are not stacked (the small CNN) train in turn, each with its own checkpoint beside the job's: a
+    stop in the second seed saves that seed's progress; the rerun trains the first again and resumes the second."""
+    s = settings(optimizer="adam", lr=0.003, labels="frozen")
+    ref = train_seeds("small_cnn", MODEL_KW, TRAIN, TEST, MEAN, STD, s, [0, 3], log=quiet)
+    path, flag, lines = tmp_path / "seed0+3.resume.pt", StopFlag(), []
+
+    def log(message: str) -> None:  # the second "step 14/" line is the second seed's
+        lines.append(message)
+        if sum(line.startswith("step 14/") for line in lines) == 2:
+            flag.request()
+
+    with pytest.raises(TrainingInterrupted, match="after step 14"):
+        train_seeds("small_cnn", MODEL_KW, TRAIN, TEST, MEAN, STD, s, [0, 3], log=log, checkpoint=path, stop=flag)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed0+3.resume.seed3.pt"]
+    assert saved_step(seed_checkpoint(path, 3)) == 14
+    messages: list[str] = []
+    resumed = train_seeds("small_cnn", MODEL_KW, TRAIN, TEST, MEAN, STD, s, [0, 3], log=messages.append,
+                          checkpoint=path)  # fmt: skip
+    assert [m for m in messages if m.startswith("resuming")] == [f"resuming from checkpoint {path.parent}/"
+                                                                 "seed0+3.resume.seed3.pt after step 14"]  # fmt: skip
+    for a, b in zip(ref, resumed, strict=True):
+        assert_bitwise(a, b)
+    assert checkpoint_files(path, [0, 3]) == [path, seed_checkpoint(path, 0), seed_checkpoint(path, 3)]
+    assert checkpoint_files(path, [0]) == [path]
 
 
 def test_checkpoints_every_few_minutes_and_not_otherwise(tmp_path):
@@ -221,7 +247,8 @@ import sys, time
 import torch
 sys.path.insert(0, sys.argv[1])
 from test_resume import small_job
-from firstlayer.train import INTERRUPTED_EXIT_CODE, TrainingInterrupted, stop_on_signals, train
+from firstlayer.resume import INTERRUPTED_EXIT_CODE, TrainingInterrupted, stop_on_signals
+from firstlayer.train import train
 
 torch.set_num_threads(1)  # as the tests run: the same reductions, the same bits
 checkpoint, out, pause = sys.argv[2], sys.argv[3], float(sys.argv[4])

@@ -61,6 +61,12 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         assert stop.returncode == 0, stop.stdout + stop.stderr
 
 
+def profile_defaults() -> list[str]:
+    """The slurm profile's default-resources as command-line items (name=value)."""
+    settings = yaml.safe_load(PROFILE.joinpath("config.yaml").read_text())
+    return [f"{name}={value}" for name, value in settings["default-resources"].items()]
+
+
 def snakemake(workdir: Path, *args: str, configfile: Path = SMOKE) -> list[str]:
     return [
         sys.executable, "-m", "snakemake",
@@ -93,8 +99,9 @@ def runs(slurm: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dic
                     slurm_dir,
                     "--workflow-profile", str(PROFILE),
                     # test-only: the local cluster's partition, no 40 s wait before the first status check, and
-                    # the SLURM logs of successful jobs kept (they say which jobs each SLURM job ran)
-                    "--default-resources", f"slurm_partition={PARTITION}",
+                    # the SLURM logs of successful jobs kept (they say which jobs each SLURM job ran); the
+                    # command line's default-resources replace the profile's, so they are repeated
+                    "--default-resources", *profile_defaults(), f"slurm_partition={PARTITION}",
                     "--slurm-init-seconds-before-status-checks", "5",
                     "--slurm-keep-successful-logs",
                     configfile=auto,

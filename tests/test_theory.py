@@ -328,3 +328,26 @@ def test_linear_check_with_few_filters_is_noisier():
     small = linear_check(patches, filters=2, steps=[30], seed=3)[1]["correlation_formula"].iloc[0]
     large = linear_check(patches, filters=512, steps=[30], seed=3)[1]["correlation_formula"].iloc[0]
     assert large > 0.99 and small < large
+
+
+def _profile_rows(seed: int, eigenvalues: np.ndarray, normalisation: str) -> pd.DataFrame:
+    columns = {"component": np.arange(1, len(eigenvalues) + 1), "eigenvalue": eigenvalues,
+               "energy": formula_profile(eigenvalues, 1.0), "normalisation": normalisation}  # fmt: skip
+    return pd.DataFrame({"dataset": "a", "kernel_size": 2, "kind": "W", "seed": seed, "step": 1, **columns})
+
+
+def test_fit_frame_refuses_profiles_of_several_pcas_in_one_group():
+    """One fit group (dataset, kernel size, normalisation, kind) is fitted against one eigenvalue vector: profiles
+    in another PCA basis must say so with their own normalisation value."""
+    lam = np.geomspace(10, 0.01, 8)
+    rows = _profile_rows
+    mixed = pd.concat([rows(0, lam, "dataset"), rows(1, lam * 2, "dataset")], ignore_index=True)
+    with pytest.raises(
+        ValueError,
+        match=r"\{'dataset': 'a', 'kernel_size': 2, 'normalisation': 'dataset', 'kind': 'W'\}.*2 different PCA",
+    ):
+        fit_frame(mixed)
+    apart = pd.concat([rows(0, lam, "dataset"), rows(1, lam * 2, "other")], ignore_index=True)
+    fits = fit_frame(apart)
+    assert len(fits) == 4
+    np.testing.assert_allclose(fits[fits.formula == "one_parameter"].tau, [1.0, 1.0], rtol=1e-3)

@@ -1,4 +1,5 @@
-"""Unit tests for firstlayer.train: schedules, seeded labels and init, a tiny reproducible training run."""
+"""Unit tests for firstlayer.train and what it trains with (settings, augment, precision, the linear CNN in input
+space, the job tables): schedules, seeded labels and init, tiny reproducible training runs."""
 
 from __future__ import annotations
 
@@ -11,29 +12,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import firstlayer.precision
 import firstlayer.train
+from firstlayer.augment import CROP_PAD, augment_batch
 from firstlayer.config import load_schema
-from firstlayer.models import first_layer, stackable_models
+from firstlayer.inputspace import check_linear_cnn, linear_logits
+from firstlayer.models import first_layer
 from firstlayer.patches import normalise
-from firstlayer.train import (
-    CROP_PAD,
-    PRECISIONS,
-    TrainSettings,
-    _Batches,
-    _linear_stacked,
-    augment_batch,
-    float32_first_layer,
-    init_model,
-    log_schedule,
-    random_labels,
-    resolve_device,
-    resolve_precision,
-    resolve_steps,
-    seed_streams,
-    snapshots_frame,
-    train,
-    train_seeds,
-)
+from firstlayer.precision import PRECISIONS, float32_first_layer, resolve_device, resolve_precision
+from firstlayer.runs import snapshots_frame
+from firstlayer.settings import TrainSettings, log_schedule, resolve_steps, seed_streams
+from firstlayer.train import init_model, random_labels, train, train_seeds
+
+#: Networks whose seeds ``train_seeds`` trains together: stacked in input space (linear), one after another (small).
+SEVERAL_SEEDS = ["linear", "small_cnn"]
 
 MEAN = np.array([0.5, 0.5, 0.5])
 STD = np.array([0.25, 0.25, 0.25])
@@ -139,15 +131,25 @@ def test_init_model_is_reproducible_and_leaves_global_rng_alone():
     assert torch.equal(after, torch.rand(3))
 
 
-def test_batches_are_epochs_of_a_seeded_permutation():
-    b = _Batches(10, 3, seed=0, device=torch.device("cpu"))
-    epoch = [b.next() for _ in range(3)]
-    idx = torch.cat(epoch)
-    assert idx.shape == (9,) and len(set(idx.tolist())) == 9  # last partial batch dropped, no repeats
-    nxt = b.next()  # a new permutation starts
-    assert nxt.shape == (3,)
-    b2 = _Batches(10, 3, seed=0, device=torch.device("cpu"))
-    assert all(torch.equal(b2.next(), e) for e in epoch)
+def trained_batches(monkeypatch, steps: int, batch_size: int, n: int = 10, seed: int = 0) -> list[list[int]]:
+    """The training images of each step, as indices into `n` distinct images (seen through ``augment_batch``,
+    which the loop calls on each step's batch and nowhere else)."""
+    x = (torch.arange(n).view(n, 1, 1, 1) * 20 + torch.zeros(n, 3, SIZE, SIZE)).to(torch.uint8)  # image i: 20 i
+    seen = []
+    monkeypatch.setattr(firstlayer.train, "augment_batch", lambda images, g: seen.append(images[:, 0, 0, 0]) or images)
+    s = settings(steps=steps, batch_size=batch_size, augment=True, seed=seed, train_eval_size=n)
+    train(linear_model(), "linear", (x, torch.arange(n) % 2), two_class_data(1), MEAN, STD, s, log=lambda _: None)
+    return [(images // 20).tolist() for images in seen]
+
+
+def test_batches_are_epochs_of_a_seeded_permutation(monkeypatch):
+    batches = trained_batches(monkeypatch, steps=4, batch_size=3)
+    epoch = [i for batch in batches[:3] for i in batch]
+    assert all(len(b) == 3 for b in batches) and len(set(epoch)) == 9  # last partial batch dropped, no repeats
+    assert batches[3] != batches[0]  # a new permutation starts
+    assert trained_batches(monkeypatch, steps=4, batch_size=3) == batches  # seeded
+    assert trained_batches(monkeypatch, steps=4, batch_size=3, seed=1) != batches
+    assert resolve_steps(None, 1, 10, 3) == 3  # one epoch of steps uses up one permutation
 
 
 def test_resolve_device():
@@ -278,7 +280,7 @@ def assert_same_run(a, b) -> None:
     np.testing.assert_allclose(b.metrics.value[~accuracy_rows], a.metrics.value[~accuracy_rows], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("arch", stackable_models())
+@pytest.mark.parametrize("arch", SEVERAL_SEEDS)
 @pytest.mark.parametrize("labels", ["true", "random", "frozen"])
 @pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 0.01), ("adam", 0.003)])
 def test_train_seeds_equals_one_train_per_seed(arch, labels, optimizer, lr):
@@ -292,7 +294,7 @@ def test_train_seeds_equals_one_train_per_seed(arch, labels, optimizer, lr):
             assert all(torch.equal(w, b.snapshots[0]) for w in b.snapshots.values())
 
 
-@pytest.mark.parametrize("arch", stackable_models())
+@pytest.mark.parametrize("arch", SEVERAL_SEEDS)
 def test_train_seeds_with_augment_and_init_scale(arch):
     """Each seed's batches are augmented by its own generator, its first layer scaled at init, as ``train`` does."""
     alone, together = sequential_and_stacked(arch, [0, 3], init_scale=0.1, augment=True, optimizer="adam", lr=0.003)
@@ -303,7 +305,7 @@ def test_train_seeds_with_augment_and_init_scale(arch):
     assert not torch.equal(together[0].snapshots[20], plain[0].snapshots[20] * 0.1)
 
 
-@pytest.mark.parametrize("arch", stackable_models())
+@pytest.mark.parametrize("arch", SEVERAL_SEEDS)
 def test_train_seeds_with_one_seed(arch):
     alone, together = sequential_and_stacked(arch, [5])
     assert len(together) == 1
@@ -319,10 +321,32 @@ def test_train_seeds_gives_each_seed_its_own_run():
         assert torch.equal(a.snapshots[step], c.snapshots[step])
 
 
-def test_train_seeds_rejects_what_it_cannot_stack():
+@pytest.mark.parametrize("arch", ["small_cnn", "resnet20"])
+def test_train_seeds_trains_other_networks_one_after_another_bitwise(arch):
+    """Only the linear CNN stacks; other networks' seeds (BatchNorm included) are each one ``train``, bit for bit."""
+    alone, together = sequential_and_stacked(arch, [0, 3], labels="random", steps=6)
+    for a, b in zip(alone, together, strict=True):
+        assert all(torch.equal(a.snapshots[k], b.snapshots[k]) for k in a.snapshots) and a.metrics.equals(b.metrics)
+        assert b.extra["seeds"] == 2 and b.seconds >= a.seconds
+
+
+def test_stacking_refuses_what_the_input_space_forward_does_not_compute():
+    """A stacked network is never in eval mode: dropout or batch statistics are refused, as is any other network."""
+    check_linear_cnn(linear_model())
+    dropout = linear_model()
+    dropout.drop = torch.nn.Dropout(0.5)
+    with pytest.raises(ValueError, match=r"dropout \(drop\).*eval mode"):
+        check_linear_cnn(dropout)
+    batch_norm = linear_model()
+    batch_norm.norm = torch.nn.BatchNorm2d(3, affine=False)
+    with pytest.raises(ValueError, match="buffers"):
+        check_linear_cnn(batch_norm)
+    with pytest.raises(ValueError, match="LinearCNN"):
+        check_linear_cnn(init_model("small_cnn", seed=0, **MODEL_KW))
+
+
+def test_train_seeds_rejects_what_it_cannot_train():
     data = two_class_data()
-    with pytest.raises(ValueError, match=r"resnet18.*linear, small_cnn"):
-        train_seeds("resnet18", MODEL_KW, data, data, MEAN, STD, settings(), [0, 1])
     with pytest.raises(ValueError, match="at least one seed"):
         train_seeds("linear", MODEL_KW, data, data, MEAN, STD, settings(), [])
     with pytest.raises(ValueError, match="shuffled"):
@@ -336,9 +360,9 @@ def test_linear_input_space_forward_equals_the_modules():
     x = torch.randn(2, 5, 3, SIZE, SIZE)
     with torch.no_grad():
         expected = torch.stack([m(x[i]) for i, m in enumerate(models)])
-        torch.testing.assert_close(_linear_stacked(params, x), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(linear_logits(params, x), expected, rtol=1e-5, atol=1e-5)
         shared = torch.stack([m(x[0]) for m in models])  # one batch for every seed (the test split)
-        torch.testing.assert_close(_linear_stacked(params, x[0]), shared, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(linear_logits(params, x[0]), shared, rtol=1e-5, atol=1e-5)
 
 
 def test_compile_flag_wraps_the_training_forward(monkeypatch):
@@ -370,7 +394,7 @@ def test_linear_train_runs_in_input_space_as_the_module_would(monkeypatch):
     """train() steps the linear CNN through its input-space forward; the run is the module forward's run, rounding
     aside (and bitwise the same accuracies)."""
     _, fast = run(labels="random", optimizer="adam", lr=0.003, augment=True)
-    monkeypatch.setattr(firstlayer.train, "_linear_input_space", lambda model: model)
+    monkeypatch.setattr(firstlayer.train, "input_space_forward", lambda model: model)
     _, plain = run(labels="random", optimizer="adam", lr=0.003, augment=True)
     assert_same_run(plain, fast)
     assert not all(torch.equal(plain.snapshots[k], fast.snapshots[k]) for k in plain.snapshots)  # another path
@@ -504,9 +528,6 @@ def test_resolve_steps_from_epochs():
     for steps, epochs in ((None, None), (10, 2)):
         with pytest.raises(ValueError, match="exactly one of steps and epochs"):
             resolve_steps(steps, epochs, 1000, 64)
-    b = _Batches(10, 3, seed=0, device=torch.device("cpu"))  # one epoch of steps uses up one permutation
-    first = [b.next() for _ in range(resolve_steps(None, 1, 10, 3))]
-    assert len(set(torch.cat(first).tolist())) == 9 and b.pos + b.bs > b.perm.shape[0]
 
 
 # ------------------------------------------------------------------------ precision
@@ -519,7 +540,7 @@ def test_resolve_precision(monkeypatch):
     for name in PRECISIONS:  # the linear CNN is all first layer: always float32
         assert resolve_precision(name, cpu, "linear") is None
     for native, expected in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(firstlayer.train, "native_bfloat16", lambda device, native=native: native)
+        monkeypatch.setattr(firstlayer.precision, "native_bfloat16", lambda device, native=native: native)
         assert resolve_precision("auto", cpu, "resnet20") == expected
     with pytest.raises(ValueError, match=r"'half'.*auto, float32, bfloat16"):
         resolve_precision("half", cpu, "small_cnn")
@@ -594,7 +615,7 @@ def test_bfloat16_training_is_reproducible_and_close_to_float32():
     assert float((change - ref_change).norm() / ref_change.norm()) < 0.05
 
 
-@pytest.mark.parametrize("arch", stackable_models())
+@pytest.mark.parametrize("arch", SEVERAL_SEEDS)
 def test_train_seeds_in_bfloat16_equals_one_train_per_seed(arch):
     alone, together = sequential_and_stacked(arch, [0, 3], precision="bfloat16", optimizer="adam", lr=0.003)
     for a, b in zip(alone, together, strict=True):

@@ -15,8 +15,8 @@ import yaml
 from firstlayer import resources
 from firstlayer.config import ConfigError, kernel_sizes, validate_config
 from firstlayer.datasets import prepare_dataset
-from firstlayer.models import build_model, first_layer, model_spec
-from firstlayer.train import run_job
+from firstlayer.models import first_layer
+from firstlayer.modelspec import build_model, model_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,9 @@ def test_a_relative_file_is_also_found_from_the_repository_root(tmp_path, monkey
 
 def test_user_models_get_a_registry_like_spec():
     spec = model_spec("torchvision:resnet18")
-    assert not spec.stackable and spec.batch_norm and spec.first_layer == ""
+    assert not spec.stackable and spec.batch_norm and spec.first_layer is None  # no pin: found by discovery
+    net = spec.builder(3, None, None, 32)  # the one builder signature
+    assert first_layer(net, "torchvision:resnet18") is net.conv1
     cfg = validate_config(config(model="torchvision:resnet18"))
     cfg["training"]["device"] = "cpu"
     # 10 steps x 64 images at 10 images/s: 64 s x 3 / 60 + 10 minutes
@@ -267,6 +269,58 @@ def test_validation_imports_torch_only_for_a_user_model():
     assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
 
 
+# ------------------------------------------------------------------------ checks cached across parses
+
+
+def test_a_cache_hit_does_not_build_the_network(nets, tmp_path, monkeypatch):
+    """The workflow parses the Snakefile again in every job: a check that passed is read back, without building the
+    network or importing torch, with what validation fills in."""
+    from firstlayer import modelspec
+
+    cache = tmp_path / "checks"
+    first = validate_config(config(model=f"{nets}:build"), model_checks=cache)
+    assert len(list(cache.glob("*.json"))) == 1
+    code = (
+        "import sys; from firstlayer.config import validate_config; "
+        f"c = validate_config({config(model=f'{nets}:build')!r}, model_checks={str(cache)!r}); "
+        "print(c['architectures']['net']['first_layer'], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["stem", "False"], out.stderr[-2000:]
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a cache hit built the network")
+
+    monkeypatch.setattr(modelspec, "_check_grid_model", no_build)
+    assert validate_config(config(model=f"{nets}:build"), model_checks=cache) == first
+    with pytest.raises(AssertionError, match="built the network"):  # another setting: another key, checked
+        validate_config(config(model=f"{nets}:build", width=6), model_checks=cache)
+
+
+def test_an_edited_file_is_checked_again_with_the_same_message(nets, tmp_path):
+    cache = tmp_path / "checks"
+    assert (
+        validate_config(config(model=f"{nets}:build"), model_checks=cache)["architectures"]["net"]["kernel_size"] == 5
+    )
+    path = Path(nets)
+    path.write_text(
+        path.read_text().replace(
+            "def build(num_classes=10, width=4):",
+            "def build(num_classes=10, width=4):\n    raise ValueError('no such variant')",
+        )
+    )
+    with pytest.raises(ConfigError) as cached:
+        validate_config(config(model=f"{nets}:build"), model_checks=cache)
+    assert str(cached.value) == (
+        "invalid configuration:\n  config key 'architectures.net.model': building nets/user_nets.py:build failed: "
+        "ValueError: no such variant"
+    )
+    with pytest.raises(ConfigError) as uncached:
+        validate_config(config(model=f"{nets}:build"))
+    assert str(uncached.value) == str(cached.value)
+    assert len(list(cache.glob("*.json"))) == 1  # only checks that pass are kept
+
+
 # ------------------------------------------------------------------------ training
 
 
@@ -282,6 +336,9 @@ def job(cfg: dict, **run) -> dict:
 def test_user_models_train_on_32x32_images(model, shape, monkeypatch):
     """torchvision's ResNet-18 (7x7 stride-2 stem, max-pool: 1x1 maps after layer4) and the smoke config's own
     network train on 32x32 crops; the first layer they snapshot is the validated one."""
+    from firstlayer.datasets import channel_stats
+    from firstlayer.runs import run_job
+
     monkeypatch.chdir(REPO)
     width = {"width": 6} if model.startswith("tests/") else {}
     raw = config(model=model, batch_size=8, steps=2, eval_points=0, **width)
@@ -289,7 +346,7 @@ def test_user_models_train_on_32x32_images(model, shape, monkeypatch):
     raw["training"] = {"device": "cpu", "train_eval_size": 8, "precision": "float32"}
     cfg = validate_config(raw)
     data = prepare_dataset(cfg["datasets"]["crops"])
-    [result] = run_job(job(cfg), data, log=lambda _: None)
+    [result] = run_job(job(cfg), data, channel_stats(data.split("train")[0]), log=lambda _: None)
     w0, w = result.snapshots[0], result.snapshots[2]
     assert w0.shape == w.shape == shape and not torch.equal(w0, w)
     arch = cfg["architectures"]["net"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from firstlayer.train import native_bfloat16
+from firstlayer.precision import native_bfloat16
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tests" / "configs" / "smoke.yaml"
@@ -163,7 +163,8 @@ def test_the_api_profile_and_fit_equal_the_workflows(smoke_run: Path) -> None:
     from firstlayer.config import validate_config
     from firstlayer.energy import snapshot_arrays
     from firstlayer.io import load_dataset
-    from firstlayer.models import build_model, first_layer
+    from firstlayer.models import first_layer
+    from firstlayer.modelspec import build_model
 
     results = smoke_run / "results"
     snaps = snapshot_arrays(pd.read_parquet(results / "train" / "rotations" / "user_net" / "true" / "seed0" /

@@ -228,7 +228,7 @@ def write_cmyk(path: Path) -> None:
     ],
 )  # fmt: skip
 def test_modes_convert_to_rgb_exactly(tmp_path, name, write, expected):
-    """Palettes expand, transparency and alpha are composited on black (documented in the README)."""
+    """Palettes expand, transparency and alpha are composited on black (docs/configuration.md, Image folders)."""
     pixels, _ = load_one(tmp_path, name, write)
     np.testing.assert_array_equal(pixels, expected)
 

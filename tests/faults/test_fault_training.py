@@ -14,7 +14,8 @@ import pytest
 import torch
 import yaml
 
-from firstlayer.train import TrainingDiverged, TrainSettings, init_model, train, train_seeds
+from firstlayer.settings import TrainSettings
+from firstlayer.train import TrainingDiverged, init_model, train, train_seeds
 
 REPO = Path(__file__).resolve().parents[2]
 MEAN, STD = np.full(3, 127.5), np.full(3, 64.0)

@@ -1,8 +1,9 @@
 """firstlayer: what CNNs learn in their first layer, and why (Chowers & Weiss, ICML 2023), as a library.
 
-Modules, each importing only from those before it: datasets -> patches -> models -> train -> energy -> theory ->
-analysis -> plots; `config` (validation, grid) and `io` (files) serve the workflow's scripts. One network of your own:
-`modelspec` (model specs, weights), `checkpoints`, `discovery` (its first layer) -> `profile` (``analyze``) -> `cli`.
+Modules, layered (docs/layout.md): datasets -> patches -> models -> networks, discovery, checkpoints, modelspec ->
+settings, augment, precision, inputspace, resume -> train -> runs; energy -> theory -> analysis, regime,
+label_information -> pretrained, profile -> cli; replication, record, plots, report on top. `config`, `io`,
+`codehash` and `resources` serve the workflow. Training imports none of the profiling modules.
 """
 
 __version__ = "0.1.0"

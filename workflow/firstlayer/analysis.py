@@ -4,6 +4,7 @@ label information, the frozen-first-layer accuracy control (docs/method.md: Whit
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,10 @@ FACTOR_NAMES = {"dataset": "dataset", "arch": "architecture", "labels": "labels"
 
 #: Label modes whose first layer learns (the frozen control keeps its init: W - W0 is zero, nothing to compare).
 LEARNING_MODES = ("true", "random")
+#: The label mode of a pretrained checkpoint's profile (its rows: arch = the model name, one W at a step > 0).
+PRETRAINED = "pretrained"
+#: Columns that identify one bank's whitening rows.
+WHITENING_KEYS = (*RUN_KEYS, "model", "kernel_size")
 
 
 def last_step(frame: pd.DataFrame) -> pd.Series:
@@ -25,11 +30,12 @@ def last_step(frame: pd.DataFrame) -> pd.Series:
     return frame["step"] == frame.groupby(RUN_KEYS)["step"].transform("max")
 
 
-def final_profiles(energy: pd.DataFrame) -> pd.DataFrame:
+def final_profiles(energy: pd.DataFrame, modes: tuple[str, ...] = LEARNING_MODES) -> pd.DataFrame:
     """Tidy energy -> one row per (run, kind) with its profile as an array: the last step of W and W - W0, and
-    the initial profile as kind 'W0' (W at step 0). Runs with a frozen first layer are left out."""
+    the initial profile as kind 'W0' (W at step 0). Only runs of label ``modes`` (default: those that learn; add
+    ``PRETRAINED`` to compare pretrained checkpoints' W too)."""
     rows = []
-    energy = energy[energy["labels"].isin(LEARNING_MODES)]
+    energy = energy[energy["labels"].isin(modes)]
     for keys, g in energy.groupby(RUN_KEYS, sort=True):
         last = g["step"].max()
         selections = {
@@ -237,13 +243,15 @@ def response_flatness(energy: np.ndarray, eigenvalues: np.ndarray) -> float:
     return float(np.exp(np.mean(np.log(r2))) / np.mean(r2))
 
 
-def whitening_frame(energy: pd.DataFrame) -> pd.DataFrame:
-    """Tidy energy -> response flatness per run: of the data alone (a flat e, so r_i^2 = lambda_i; stage 'data'),
-    of W0 (stage 'init', step 0) and of W at every snapshot (stage 'trained'), with 'final' marking the last step."""
+def whitening_frame(energy: pd.DataFrame, keys: Sequence[str] = WHITENING_KEYS) -> pd.DataFrame:
+    """Tidy energy -> response flatness per bank (rows grouped by ``keys``): of the data alone (a flat e, so
+    r_i^2 = lambda_i; stage 'data'), of W0 (stage 'init', step 0) and of W at every later snapshot (stage
+    'trained'), with 'final' marking the last step."""
     rows = []
+    keys = list(keys)
     w = energy[energy["kind"] == "W"]
-    for keys, g in w.groupby([*RUN_KEYS, "model", "kernel_size"], sort=True):
-        base = dict(zip([*RUN_KEYS, "model", "kernel_size"], keys, strict=True))
+    for values, g in w.groupby(keys, sort=True):
+        base = dict(zip(keys, values, strict=True))
         last = g["step"].max()
         first = True
         for step, s in g.groupby("step", sort=True):

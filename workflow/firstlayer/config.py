@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 import jsonschema
 import yaml
 
-from firstlayer.models import MODELS, image_size_problem, is_user_model, kernel_problem, model_spec, stackable_models
-from firstlayer.modelspec import SPEC_FORMS
+from firstlayer.models import MODELS, image_size_problem, is_user_model, kernel_problem, stackable_models
+from firstlayer.modelspec import SPEC_FORMS, model_spec
 
 #: The config schema, package data of firstlayer: an installed package validates configs without the repository.
 SCHEMA_PATH = importlib.resources.files("firstlayer") / "config.schema.yaml"
@@ -183,10 +183,14 @@ def _coerce_scalars(config: dict[str, Any], validator: jsonschema.protocols.Vali
         target[last] = value
 
 
-def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def validate_config(
+    config: Mapping[str, Any], schema: Mapping[str, Any] | None = None, *, model_checks: str | Path | None = None
+) -> dict[str, Any]:
     """Validate `config` against the schema, fill defaults and cross-check names; returns the completed copy.
 
-    Raises ConfigError with one message per problem found (the most relevant schema error first).
+    Raises ConfigError with one message per problem found (the most relevant schema error first). `model_checks`
+    is a folder caching the user-model checks that passed (``firstlayer.modelspec.check_grid_model``): the workflow
+    passes one, so that parsing the Snakefile again builds no network; None checks every user model.
     """
     config = copy.deepcopy(dict(config))
     _coerce_labels(config)
@@ -199,11 +203,11 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
         rest = [e for e in errors if e is not best]
         lines = [_message(best)] + [_message(e) for e in rest[:4]]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    _cross_check(config)
+    _cross_check(config, model_checks)
     return config
 
 
-def _cross_check(config: dict[str, Any]) -> None:
+def _cross_check(config: dict[str, Any], model_checks: str | Path | None = None) -> None:
     problems: list[str] = []
     for i, block in enumerate(config["grid"]):
         for key, table in (("datasets", "datasets"), ("architectures", "architectures")):
@@ -221,7 +225,7 @@ def _cross_check(config: dict[str, Any]) -> None:
                 f"(passes over the training images); found {found}"
             )
     problems += _architecture_problems(config)
-    problems += _user_model_problems(config)
+    problems += _user_model_problems(config, model_checks)
     problems += _pretrained_problems(config)
     problems += _dataset_problems(config)
     if problems:
@@ -280,11 +284,12 @@ def _architecture_problems(config: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _user_model_problems(config: dict[str, Any]) -> list[str]:
+def _user_model_problems(config: dict[str, Any], model_checks: str | Path | None = None) -> list[str]:
     """Each user model (torchvision:, timm:, a file's or module's builder) imported, built with seed 0 and trained one
-    step on two random images of every image side the grid trains it on (firstlayer.modelspec.check_grid_model);
-    then its first layer's module path and kernel size are filled in (`first_layer`, `kernel_size`): every later
-    step reads them from the validated config. Imports torch only when the config has a user model."""
+    step on two random images of every image side the grid trains it on (firstlayer.modelspec.check_grid_model,
+    read from the `model_checks` cache when it passed before); then its first layer's module path and kernel size
+    are filled in (`first_layer`, `kernel_size`): every later step reads them from the validated config. Imports
+    torch only when a user model is checked."""
     users = {arch: entry for arch, entry in config["architectures"].items() if is_user_model(entry["model"])}
     if not users:
         return []
@@ -298,7 +303,7 @@ def _user_model_problems(config: dict[str, Any]) -> list[str]:
     for arch, entry in users.items():
         given = {k: entry.get(k) for k in ("kernel_size", "width", "first_layer")}
         try:  # an architecture the grid does not train: its import and builder's signature only
-            layers = [check_grid_model(entry["model"], image_size=side, where=where, **given)
+            layers = [check_grid_model(entry["model"], image_size=side, where=where, cache=model_checks, **given)
                       for side, where in (sides[arch] or {None: ""}).items()]  # fmt: skip
         except GridModelError as error:
             problems.append(f"config key 'architectures.{arch}.{error.key}': {error}")
@@ -323,7 +328,7 @@ def _pretrained_problems(config: dict[str, Any]) -> list[str]:
     models = section.get("models") or []
     if not models:
         return []
-    from firstlayer.pretrained import weights_entry  # imports torchvision: only when pretrained models are set
+    from firstlayer.modelspec import torchvision_weights  # imports torchvision: only when pretrained models are set
 
     problems = []
     dataset = section.get("dataset")
@@ -340,7 +345,7 @@ def _pretrained_problems(config: dict[str, Any]) -> list[str]:
             )
         seen.add(entry["name"])
         try:
-            weights_entry(entry["name"], entry["weights"])
+            torchvision_weights(entry["name"], entry["weights"])
         except ValueError as error:
             problems.append(f"config key 'pretrained.models.{i}.weights': {error}")
     return problems
@@ -458,7 +463,7 @@ def kernel_sizes(config: Mapping[str, Any], dataset: str) -> list[int]:
     sizes.add(config.get("theory", {}).get("kernel_size", 3))  # the exact linear check runs on every dataset
     pretrained = config.get("pretrained") or {}
     if pretrained.get("models") and pretrained.get("dataset") == dataset:
-        from firstlayer.pretrained import first_layer_weight  # imports torchvision: only when models are set
+        from firstlayer.modelspec import first_layer_weight  # imports torchvision: only when models are set
 
         sizes.update(first_layer_weight(m["name"]).kernel_size for m in pretrained["models"])
     return sorted(sizes)

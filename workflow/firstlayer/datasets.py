@@ -39,6 +39,8 @@ __all__ = [
     "load_photo",
     "make_embedded_dataset",
     "neutral_colour",
+    "normalisation_frame",
+    "normalisation_values",
     "prepare_dataset",
     "rescale_photo",
 ]
@@ -796,3 +798,20 @@ def channel_stats(images: np.ndarray, *, chunk: int = 4096) -> tuple[np.ndarray,
     mean = np.array([int(a) / n for a in s1], dtype=np.float64)
     var = np.array([(n * int(s2[c]) - int(s1[c]) ** 2) / n**2 for c in range(channels)], dtype=np.float64)
     return mean / 255.0, np.sqrt(var) / 255.0
+
+
+def normalisation_frame(images: np.ndarray, dataset: str) -> pd.DataFrame:
+    """A dataset's training images -> its input normalisation (``channel_stats``), one row per channel: the table
+    that training and the patch PCA both read."""
+    mean, std = channel_stats(images)
+    return pd.DataFrame(
+        {"dataset": dataset, "channel": np.arange(len(mean)), "mean": mean, "std": std, "images": len(images)}
+    )
+
+
+def normalisation_values(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A normalisation table -> (C,) mean and (C,) std in [0, 1] units, in channel order."""
+    frame = frame.sort_values("channel")
+    if frame["channel"].tolist() != list(range(len(frame))):
+        raise DatasetError(f"a normalisation table has one row per channel 0, 1, ...; got {frame['channel'].tolist()}")
+    return frame["mean"].to_numpy(np.float64), frame["std"].to_numpy(np.float64)

@@ -46,8 +46,9 @@ def write_table(frame: pd.DataFrame, path: str | Path, config_hash: str | None =
 
 
 def read_tables(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Concatenate Parquet tables."""
-    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    """Concatenate Parquet tables; tables of no rows (e.g. a pretrained model without checkpoint) add nothing."""
+    tables = [pd.read_parquet(p) for p in paths]
+    return pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)
 
 
 def save_dataset(dataset: PreparedDataset, images_path: str | Path, manifest_path: str | Path) -> None:

@@ -1,11 +1,14 @@
-"""The model registry: one ``ModelSpec`` per network in ``MODELS``, read by the config schema and checks, the
-trainer and the resource estimates. Adding a model is one entry here plus its network in ``firstlayer.networks``.
+"""The registry of built-in networks: ``register_model`` puts each builder in ``MODELS`` with what the workflow
+knows about it (read by the config schema and checks, the trainer and the resource estimates). Adding a network is
+one registered builder here (its ``nn.Module`` in ``firstlayer.networks``). Model specs of any kind (a built-in
+name, ``torchvision:NAME``, ``timm:NAME``, ``file.py:builder``, ``package.module:builder``) resolve to a
+``ModelSpec`` of the same shape in ``firstlayer.modelspec``, which imports this module (never the reverse).
 
-Importing this module imports no torch (parsing the workflow must stay fast): the builders import
-``firstlayer.networks`` when they are called.
+Importing this module imports no torch (parsing the workflow must stay fast): each builder imports
+``firstlayer.networks`` when it is called.
 
-Each spec names its first layer (a module path for ``get_submodule``): the Conv2d that the normalised image itself
-goes into, before any other layer touches it (a test holds this with forward hooks for every model).
+A network's first layer is found by running it (``firstlayer.discovery``: the Conv2d that the image itself goes
+into); a built-in entry pins it as a module path for ``get_submodule`` (a test holds each pin against discovery):
 
 - ``linear``: ``conv``, the only convolution.
 - ``small_cnn``: ``features.0``, the head of the ``features`` stack.
@@ -13,37 +16,29 @@ goes into, before any other layer touches it (a test holds this with forward hoo
 - ``vgg11_bn``: ``features.0``, the first conv of torchvision's VGG ``features`` stack.
 - ``vit_tiny``: ``conv_proj``, the patch embedding: a k x k, stride-k convolution whose k*k*3 filters act on
   non-overlapping patches, the same patch vectors (channel, row, column) as a conv layer's.
-
-A user model (``torchvision:NAME``, ``timm:NAME``, ``path/file.py:builder``, ``package.module:builder``; parsed by
-``firstlayer.modelspec``) gets a spec of the same shape from ``user_model_spec``: built by ``firstlayer.modelspec``,
-never stacked, conservative resource figures, and its first layer named by the validated config (found there by
-forward hooks, or given as the architecture's ``first_layer``).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from torch import nn
 
-#: (num_classes, kernel_size, width, image_size) -> a freshly initialised network (a user model's builder takes
-#: None for a kernel size or width the config leaves to the network).
+#: The one builder signature: (num_classes, kernel_size, width, image_size) -> a freshly initialised network. A
+#: built-in's builder gets every argument; a user model's gets None for a kernel size or width the config leaves
+#: to the network.
 Builder = Callable[[int, int | None, int | None, int], "nn.Module"]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything the workflow knows about one model (a builder name of the config's `model` key)."""
+    """Everything the workflow knows about one model: its builder and the figures the config and jobs read."""
 
     builder: Builder
-    #: module path of the first-layer Conv2d (see the module docstring)
-    first_layer: str
-    #: first-layer filters when the config gives no `width`
+    #: first-layer filters when the config gives no `width` (0: a user model's builder decides)
     default_width: int
     #: seeds can be trained together in one process (``train_seeds``): no per-seed BatchNorm buffers
     stackable: bool
@@ -52,6 +47,8 @@ class ModelSpec:
     cpu_images_per_second: float
     #: MiB of float32 activations per 32x32 training image, forward and backward (the CPU memory request)
     activation_mb: float
+    #: module path of the first-layer Conv2d when the entry pins it (a built-in); None: found by discovery
+    first_layer: str | None = None
     #: the width cannot change (`width` must be absent or equal `default_width`)
     fixed_width: bool = False
     min_image_size: int = 1
@@ -61,14 +58,23 @@ class ModelSpec:
     kernel_check: Callable[[int, int], str | None] | None = None
 
 
-def _modelspec() -> ModuleType:
-    """firstlayer.modelspec, imported when a user model is built (it imports the user's code, and torch)."""
-    return importlib.import_module("firstlayer.modelspec")
+#: The built-in networks by name, in registration order (the schema lists them so).
+MODELS: dict[str, ModelSpec] = {}
 
 
-def _networks() -> ModuleType:
-    """firstlayer.networks, imported at the first build (it imports torch and torchvision)."""
-    return importlib.import_module("firstlayer.networks")
+def register_model(name: str, **entry: object) -> Callable[[Builder], Builder]:
+    """Decorator: register a builder of the one signature ``Builder`` as built-in model `name`, with the other
+    ``ModelSpec`` fields as keywords (``first_layer`` pins its first layer)."""
+
+    def register(builder: Builder) -> Builder:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is registered twice; pick another name")
+        if ":" in name:
+            raise ValueError(f"model name {name!r} has a colon, which marks a user model's spec; pick another name")
+        MODELS[name] = ModelSpec(builder=builder, **entry)
+        return builder
+
+    return register
 
 
 def _patch_divides(kernel_size: int, side: int) -> str | None:
@@ -76,66 +82,104 @@ def _patch_divides(kernel_size: int, side: int) -> str | None:
     return f"the patch size {kernel_size} does not divide the image side {side}" if side % kernel_size else None
 
 
-MODELS: dict[str, ModelSpec] = {
-    "linear": ModelSpec(
-        builder=lambda c, k, w, s: _networks().LinearCNN(c, k, w, s),
-        first_layer="conv",
-        default_width=64,
-        stackable=True,
-        batch_norm=False,
-        cpu_images_per_second=2000,
-        activation_mb=0.05,
-        linear=True,
-    ),
-    "small_cnn": ModelSpec(
-        builder=lambda c, k, w, s: _networks().SmallCNN(c, k, w),
-        first_layer="features.0",
-        default_width=32,
-        stackable=True,
-        batch_norm=False,
-        cpu_images_per_second=500,
-        activation_mb=0.5,
-    ),
-    "resnet18": ModelSpec(
-        builder=lambda c, k, w, s: _networks().resnet18(c, k),
-        first_layer="conv1",
-        default_width=64,
-        fixed_width=True,  # torchvision's stem
-        stackable=False,
-        batch_norm=True,
-        cpu_images_per_second=20,
-        activation_mb=8.0,
-    ),
-    "resnet20": ModelSpec(
-        builder=lambda c, k, w, s: _networks().ResNet20(c, k, w),
-        first_layer="conv1",
-        default_width=16,
-        stackable=False,
-        batch_norm=True,
-        cpu_images_per_second=150,
-        activation_mb=1.5,
-    ),
-    "vgg11_bn": ModelSpec(
-        builder=lambda c, k, w, s: _networks().VGG11BN(c, k, w),
-        first_layer="features.0",
-        default_width=64,
-        stackable=False,
-        batch_norm=True,
-        min_image_size=32,  # five 2x2 max-pools
-        cpu_images_per_second=60,
-        activation_mb=4.0,
-    ),
-    "vit_tiny": ModelSpec(
-        builder=lambda c, k, w, s: _networks().vit_tiny(c, k, w, s),
-        first_layer="conv_proj",
-        default_width=192,
-        stackable=False,
-        batch_norm=False,
-        kernel_check=_patch_divides,
-        cpu_images_per_second=60,
-        activation_mb=8.0,
-    ),
-}
+@register_model(
+    "linear",
+    first_layer="conv",
+    default_width=64,
+    stackable=True,
+    batch_norm=False,
+    cpu_images_per_second=2000,
+    activation_mb=0.05,
+    linear=True,
+)
+def linear(num_classes: int, kernel_size: int, width: int, image_size: int) -> nn.Module:
+    """One k x k conv, no padding, then a linear head: a linear CNN (``networks.LinearCNN``)."""
+    from firstlayer.networks import LinearCNN
+
+    return LinearCNN(num_classes, kernel_size, width, image_size)
+
+
+@register_model(
+    "small_cnn",
+    first_layer="features.0",
+    default_width=32,
+    stackable=True,
+    batch_norm=False,
+    cpu_images_per_second=500,
+    activation_mb=0.5,
+)
+def small_cnn(num_classes: int, kernel_size: int, width: int, image_size: int) -> nn.Module:
+    """Three ReLU conv layers and a linear head (``networks.SmallCNN``)."""
+    from firstlayer.networks import SmallCNN
+
+    return SmallCNN(num_classes, kernel_size, width)
+
+
+@register_model(
+    "resnet18",
+    first_layer="conv1",
+    default_width=64,
+    fixed_width=True,  # torchvision's stem
+    stackable=False,
+    batch_norm=True,
+    cpu_images_per_second=20,
+    activation_mb=8.0,
+)
+def resnet18(num_classes: int, kernel_size: int, width: int, image_size: int) -> nn.Module:
+    """torchvision's ResNet-18 with a CIFAR stem (``networks.resnet18``); its width is fixed at 64."""
+    from firstlayer.networks import resnet18
+
+    return resnet18(num_classes, kernel_size)
+
+
+@register_model(
+    "resnet20",
+    first_layer="conv1",
+    default_width=16,
+    stackable=False,
+    batch_norm=True,
+    cpu_images_per_second=150,
+    activation_mb=1.5,
+)
+def resnet20(num_classes: int, kernel_size: int, width: int, image_size: int) -> nn.Module:
+    """He et al.'s CIFAR ResNet-20 (``networks.ResNet20``)."""
+    from firstlayer.networks import ResNet20
+
+    return ResNet20(num_classes, kernel_size, width)
+
+
+@register_model(
+    "vgg11_bn",
+    first_layer="features.0",
+    default_width=64,
+    stackable=False,
+    batch_norm=True,
+    min_image_size=32,  # five 2x2 max-pools
+    cpu_images_per_second=60,
+    activation_mb=4.0,
+)
+def vgg11_bn(num_classes: int, kernel_size: int, width: int, image_size: int) -> nn.Module:
+    """VGG-11 with BatchNorm and a CIFAR head (``networks.VGG11BN``)."""
+    from firstlayer.networks import VGG11BN
+
+    return VGG11BN(num_classes, kernel_size, width)
+
+
+@register_model(
+    "vit_tiny",
+    first_layer="conv_proj",
+    default_width=192,
+    stackable=False,
+    batch_norm=False,
+    kernel_check=_patch_divides,
+    cpu_images_per_second=60,
+    activation_mb=8.0,
+)
+def vit_tiny(num_classes: int, kernel_size: int, width: int, image_size: int) -> nn.Module:
+    """A 4-block ViT-Tiny whose patch size is the kernel size (``networks.vit_tiny``)."""
+    from firstlayer.networks import vit_tiny
+
+    return vit_tiny(num_classes, kernel_size, width, image_size)
 
 
 def stackable_models() -> list[str]:
@@ -149,76 +193,48 @@ def is_user_model(model: str) -> bool:
     return ":" in model
 
 
-def user_model_spec(model: str) -> ModelSpec:
-    """The registry-like spec of a user model: its builder calls ``firstlayer.modelspec.build_grid_network``
-    (those of kernel size and width the config gives, only where the builder names them); its first layer is the
-    architecture's ``first_layer``, which validation fills in. Nothing is known about batch statistics, so it is
-    never stacked; the throughput and memory figures are conservative (a ResNet-50 at 32x32 beats them)."""
-    return ModelSpec(
-        builder=lambda c, k, w, s: _modelspec().build_grid_network(
-            model, num_classes=c, kernel_size=k, width=w, image_size=s
-        ),
-        first_layer="",  # the config's architectures.<arch>.first_layer
-        default_width=0,  # the builder's own
-        stackable=False,
-        batch_norm=True,  # unknown: assumed, so that no two seeds share a process
-        cpu_images_per_second=10,
-        activation_mb=16.0,
-    )
-
-
-def model_spec(model: str) -> ModelSpec:
-    """The registry entry of `model`, or the spec of a user model; ValueError listing the known models otherwise."""
-    if is_user_model(model):
-        return user_model_spec(model)
-    if model not in MODELS:
-        raise ValueError(
-            f"unknown model {model!r}; allowed: {', '.join(MODELS)}, or torchvision:NAME, timm:NAME, "
-            "path/to/file.py:builder, package.module:builder"
-        )
-    return MODELS[model]
-
-
 def image_size_problem(model: str, image_size: int) -> str | None:
-    """Why `model` cannot take images of side `image_size`, or None when it can."""
-    least = model_spec(model).min_image_size
+    """Why built-in `model` cannot take images of side `image_size`, or None when it can."""
+    least = MODELS[model].min_image_size
     return f"needs images of at least {least}x{least}, got {image_size}x{image_size}" if image_size < least else None
 
 
 def kernel_problem(model: str, kernel_size: int, image_size: int) -> str | None:
-    """Why `model` cannot have a k x k first layer on images of side `image_size`, or None when it can."""
+    """Why built-in `model` cannot have a k x k first layer on images of side `image_size`, or None when it can."""
     if kernel_size > image_size:
         return f"the kernel size {kernel_size} is larger than the image side {image_size}"
-    check = model_spec(model).kernel_check
+    check = MODELS[model].kernel_check
     return check(kernel_size, image_size) if check else None
 
 
-def build_model(
-    name: str, *, num_classes: int, kernel_size: int = 3, width: int | None = None, image_size: int = 32
-) -> nn.Module:
-    """A freshly initialised network of model `name` (init drawn from torch's global RNG: seed it around this call).
-
-    `width` is the number of first-layer filters (the spec's ``default_width`` when None). A user model gets
-    `kernel_size` and `width` only where its builder names them (the config's validation checked the rest)."""
-    spec = model_spec(name)
-    if is_user_model(name):
-        return spec.builder(num_classes, kernel_size, width, image_size)
-    if problem := image_size_problem(name, image_size) or kernel_problem(name, kernel_size, image_size):
-        raise ValueError(f"{name}: {problem}")
-    if spec.fixed_width and width not in (None, spec.default_width):
-        raise ValueError(f"{name}: the width is fixed at {spec.default_width}, got {width}")
-    return spec.builder(num_classes, kernel_size, width or spec.default_width, image_size)
+def default_kernel(model: str, image_size: int) -> int:
+    """The kernel size a built-in gets when none is given: 3, else a patch size 4 or 8 that fits the images, else
+    the smallest that does (3 when none does: building then says why)."""
+    fits = (k for k in (3, 4, 8, *range(2, image_size + 1)) if kernel_problem(model, k, image_size) is None)
+    return next(fits, 3)
 
 
-def first_layer(model: nn.Module, name: str, path: str | None = None) -> nn.Conv2d:
-    """The first-layer convolution of a network built by ``build_model(name, ...)``: module `path`, by default the
-    registry's (a user model's is its validated architecture's ``first_layer``)."""
-    from torch import nn
+def first_layer(model: nn.Module, name: str, path: str | None = None, image_size: int = 32) -> nn.Conv2d:
+    """The first-layer convolution of a network of model spec `name`: module `path` when given, else the registry's
+    pin of a built-in, else the Conv2d the input enters (``firstlayer.discovery``, on `image_size` images)."""
+    from firstlayer.discovery import FirstLayerError, check_first_layer, find_first_layer
 
-    path = path or model_spec(name).first_layer
-    if not path:
-        raise ValueError(f"{name}: a user model's first layer is the validated config's first_layer; none given")
-    layer = model.get_submodule(path)
-    if not isinstance(layer, nn.Conv2d) or layer.in_channels != 3:
-        raise TypeError(f"{name}: {path} is not a 3-channel Conv2d but {layer}")
-    return layer
+    path = path or (MODELS[name].first_layer if name in MODELS else None)
+    try:
+        if path is None:
+            return find_first_layer(model, image_size=image_size).module
+        return check_first_layer(model, path)
+    except FirstLayerError as error:
+        raise FirstLayerError(f"{name}: {error}") from None
+
+
+#: Names that moved to ``firstlayer.modelspec``, which resolves every kind of spec (this module never imports it).
+MOVED = ("build_model", "model_spec")
+
+
+def __getattr__(name: str) -> object:
+    """A clear ImportError for a name that moved to ``firstlayer.modelspec`` (importing it from here would be a
+    cycle)."""
+    if name in MOVED:
+        raise ImportError(f"firstlayer.models.{name} moved: write `from firstlayer.modelspec import {name}`")
+    raise AttributeError(f"module 'firstlayer.models' has no attribute {name!r}")

@@ -1,24 +1,32 @@
 """Networks named by a spec: a built-in name (``firstlayer.models``), ``torchvision:NAME``, ``timm:NAME``,
-``path/to/file.py:builder`` or ``package.module:builder``. Parsing imports no torch (configs are parsed with it);
-building and loading weights do. Nothing is downloaded: library weights come from their local caches."""
+``path/to/file.py:builder`` or ``package.module:builder``. Every spec resolves to a ``ModelSpec`` (``model_spec``)
+and is built by one function (``build_model``); user models are checked before any job (``check_grid_model``,
+cached by the spec and its file's bytes). Parsing imports no torch (configs are parsed with it); building and
+loading weights do. Nothing is downloaded: library weights come from their local caches."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
+import json
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from firstlayer.models import MODELS, build_model, kernel_problem
+from firstlayer.models import MODELS, ModelSpec, default_kernel, image_size_problem, is_user_model, kernel_problem
 
 if TYPE_CHECKING:
     import torch
@@ -154,11 +162,11 @@ def _timm() -> Any:
 
 
 def load_builder(source: ModelSource | str) -> Callable[..., nn.Module]:
-    """The callable that builds the network of a spec: ``build_model`` for a built-in, torchvision's or timm's
+    """The callable that builds the network of a spec: a built-in's registered builder, torchvision's or timm's
     builder, or the user's function (its file or module imported)."""
     source = parse_model_spec(source) if isinstance(source, str) else source
     if source.kind == "builtin":
-        return lambda **kwargs: build_model(source.name, **kwargs)
+        return MODELS[source.name].builder
     if source.kind == "torchvision":
         import torchvision
 
@@ -185,66 +193,18 @@ def load_builder(source: ModelSource | str) -> Callable[..., nn.Module]:
     return _attribute(module, source)
 
 
-def call_builder(builder: Callable[..., nn.Module], available: Mapping[str, Any], what: str) -> nn.Module:
-    """Call a user's builder with those of the `available` keyword arguments its signature names; a required
-    parameter not among them is a ModelSpecError. The result must be an nn.Module."""
-    from torch import nn
+# ------------------------------------------------------------------------ every spec as a ModelSpec, one build
 
-    params = inspect.signature(builder).parameters
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    missing = [n for n, p in params.items() if p.default is p.empty and p.kind in named and n not in available]
-    if missing:
-        raise ModelSpecError(
-            f"{what} needs {', '.join(missing)}, which firstlayer cannot give: it passes only "
-            f"{', '.join(available)} (by name); give the others defaults"
-        )
-    kwargs = {k: v for k, v in available.items() if k in params}
-    model = builder(**kwargs)
-    if not isinstance(model, nn.Module):
-        raise ModelSpecError(f"{what} returned a {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def _builtin_kernel(name: str, image_size: int) -> int:
-    """A kernel size the built-in can take at this image size (3, else a patch size 4 or 8 that divides it, else
-    any); only the module path matters when a checkpoint then supplies the first layer."""
-    for k in (3, 4, 8, *range(2, image_size + 1)):
-        if kernel_problem(name, k, image_size) is None:
-            return k
-    raise ModelSpecError(f"{name} cannot take {image_size}x{image_size} images")
-
-
-def build_network(source: ModelSource | str, *, num_classes: int = 10, image_size: int = 32) -> nn.Module:
-    """A freshly initialised network of a spec: built-ins at kernel size 3 (4 for vit_tiny at 32x32), torchvision
-    models with ``weights=None``, timm models with ``pretrained=False``, a user's builder with the keywords it
-    names among num_classes and image_size."""
-    source = parse_model_spec(source) if isinstance(source, str) else source
-    builder = load_builder(source)
-    if source.kind == "builtin":
-        kernel = _builtin_kernel(source.name, image_size)
-        try:
-            return builder(num_classes=num_classes, kernel_size=kernel, image_size=image_size)
-        except ValueError as error:  # e.g. images smaller than the network takes
-            raise ModelSpecError(str(error)) from None
-    if source.kind == "torchvision":
-        return builder(weights=None)
-    if source.kind == "timm":
-        return builder(pretrained=False)
-    return call_builder(builder, {"num_classes": num_classes, "image_size": image_size}, f"builder {source}")
-
-
-# ------------------------------------------------------------------------ user models in the workflow's grid
-
-#: What the workflow passes a user's builder, by name and only where its signature names them: the data's number of
-#: classes and image side, and the architecture's kernel_size and width when the config gives them.
+#: What firstlayer passes a user's builder, by name and only where its signature names them: the data's number of
+#: classes and image side, and the architecture's kernel_size and width when they are given.
 GRID_ARGUMENTS = ("num_classes", "kernel_size", "width", "image_size")
 #: The number of classes of the network built to validate an architecture (its head does not touch the first layer).
 CHECK_CLASSES = 10
 
 
 class GridModelError(ModelSpecError):
-    """A user model that cannot train in the grid; `key` is the architecture's key to fix: model, first_layer,
-    kernel_size or width."""
+    """A user model that cannot be built or trained in the grid; `key` is the architecture's key to fix: model,
+    first_layer, kernel_size or width."""
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(message)
@@ -271,38 +231,27 @@ def _library_kwargs(source: ModelSource, num_classes: int, image_size: int) -> d
     return {"pretrained": False, "num_classes": num_classes, **side}
 
 
-def _named(builder: Callable[..., Any]) -> dict[str, bool]:
-    """The parameters a builder takes by name, each with whether it is required (no default); none when Python
-    cannot read its signature (building it then says what is wrong)."""
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    try:
-        params = inspect.signature(builder).parameters.values()
-    except (TypeError, ValueError):
-        return {}
-    return {p.name: p.default is p.empty for p in params if p.kind in kinds}
-
-
-def build_grid_network(
-    spec: str, *, num_classes: int, image_size: int, kernel_size: int | None = None, width: int | None = None
-) -> nn.Module:
-    """A freshly initialised user model for the grid (init from torch's global RNG: seed it around this call):
-    torchvision's and timm's with their own first layer (``_library_kwargs``), a user's builder called with those of
-    ``GRID_ARGUMENTS`` it names (kernel_size and width only when given)."""
-    source = parse_model_spec(spec)
-    if source.kind == "builtin":
-        raise ValueError(f"{spec} is a built-in model: firstlayer.models.build_model builds it")
-    builder = load_builder(source)
-    if source.kind in ("torchvision", "timm"):
-        return builder(**_library_kwargs(source, num_classes, image_size))
-    given = {"num_classes": num_classes, "image_size": image_size, "kernel_size": kernel_size, "width": width}
-    return call_builder(builder, {k: v for k, v in given.items() if v is not None}, f"builder {source}")
-
-
-def _check_arguments(
-    source: ModelSource, builder: Callable[..., Any], kernel_size: int | None, width: int | None
-) -> None:
-    """A builder whose required parameters the workflow cannot give, or a config key it does not take."""
-    named = {} if source.kind in ("torchvision", "timm") else _named(builder)
+def builder_arguments(
+    source: ModelSource,
+    builder: Callable[..., Any],
+    *,
+    num_classes: int,
+    image_size: int,
+    kernel_size: int | None = None,
+    width: int | None = None,
+) -> dict[str, Any]:
+    """The keywords a torchvision:, timm: or user builder is called with (the one reading of its signature):
+    the library's own (``_library_kwargs``), or those of ``GRID_ARGUMENTS`` a user's builder names (kernel_size and
+    width only when given). GridModelError names the key to fix: a required parameter firstlayer cannot give, a
+    required kernel_size or width not given, a width the builder does not take."""
+    named: dict[str, bool] = {}  # parameter -> required (no default); none for a library or an unreadable signature
+    if source.kind in ("file", "module"):
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        try:
+            params = inspect.signature(builder).parameters.values()
+        except (TypeError, ValueError):
+            params = []
+        named = {p.name: p.default is p.empty for p in params if p.kind in kinds}
     if foreign := [n for n, required in named.items() if required and n not in GRID_ARGUMENTS]:
         raise GridModelError(
             "model",
@@ -314,6 +263,69 @@ def _check_arguments(
             raise GridModelError(key, f"builder {source} requires {key}: set it, or give it a default in the builder")
     if width is not None and "width" not in named:
         raise GridModelError("width", f"the builder of {source} takes no width; remove 'width' (it has its own)")
+    if source.kind in ("torchvision", "timm"):
+        return _library_kwargs(source, num_classes, image_size)
+    given = {"num_classes": num_classes, "kernel_size": kernel_size, "width": width, "image_size": image_size}
+    return {k: v for k, v in given.items() if v is not None and k in named}
+
+
+def _build_library_or_user(
+    spec: str, num_classes: int, kernel_size: int | None, width: int | None, image_size: int
+) -> nn.Module:
+    """The ``Builder`` of every torchvision:, timm:, file and module spec: its builder loaded and called with
+    ``builder_arguments``; the result must be an nn.Module."""
+    from torch import nn
+
+    source = parse_model_spec(spec)
+    builder = load_builder(source)
+    kwargs = builder_arguments(
+        source, builder, num_classes=num_classes, image_size=image_size, kernel_size=kernel_size, width=width
+    )
+    network = builder(**kwargs)
+    if not isinstance(network, nn.Module):
+        raise ModelSpecError(f"builder {source} returned a {type(network).__name__}, not a torch.nn.Module")
+    return network
+
+
+def model_spec(spec: str) -> ModelSpec:
+    """The ModelSpec of any model spec: a built-in's registry entry (``firstlayer.models.MODELS``); for
+    torchvision:, timm: and user specs one of the same shape whose builder is ``_build_library_or_user``, never
+    stacked (nothing is known about its batch statistics), with conservative figures (a ResNet-50 at 32x32 beats
+    them) and its first layer found by discovery (validation fills in the architecture's ``first_layer``). Unknown
+    names are a ModelSpecError listing the allowed forms; no import, no torch."""
+    if spec in MODELS:
+        return MODELS[spec]
+    if not is_user_model(spec):
+        parse_model_spec(spec)  # raises: an unknown built-in name (with the closest one)
+    return ModelSpec(
+        builder=functools.partial(_build_library_or_user, spec.strip()),
+        default_width=0,  # the builder's own
+        stackable=False,
+        batch_norm=True,  # unknown: assumed, so that no two seeds share a process
+        cpu_images_per_second=10,
+        activation_mb=16.0,
+    )
+
+
+def build_model(
+    spec: str, *, num_classes: int, kernel_size: int | None = None, width: int | None = None, image_size: int = 32
+) -> nn.Module:
+    """A freshly initialised network of any model spec, the one build function (init drawn from torch's global
+    RNG: seed it around this call). A built-in gets its default kernel size (``models.default_kernel``) and width
+    when they are None and is checked as the config checks it; the other specs get `kernel_size` and `width` only
+    where their builder names them (``builder_arguments``). ModelSpecError (a ValueError) says what to change."""
+    entry = model_spec(spec)
+    if is_user_model(spec):
+        return entry.builder(num_classes, kernel_size, width, image_size)
+    kernel_size = kernel_size or default_kernel(spec, image_size)
+    if problem := image_size_problem(spec, image_size) or kernel_problem(spec, kernel_size, image_size):
+        raise ModelSpecError(f"{spec}: {problem}")
+    if entry.fixed_width and width not in (None, entry.default_width):
+        raise ModelSpecError(f"{spec}: the width is fixed at {entry.default_width}, got {width}")
+    return entry.builder(num_classes, kernel_size, width or entry.default_width, image_size)
+
+
+# ------------------------------------------------------------------------ user models checked before any job
 
 
 def _runs(network: nn.Module, source: ModelSource, image_size: int, where: str) -> None:
@@ -329,7 +341,78 @@ def _runs(network: nn.Module, source: ModelSource, image_size: int, where: str) 
         raise GridModelError("model", f"{source} does not train on {images} ({cause})") from None
 
 
+def _module_source(name: str) -> Path | None:
+    """The .py file of module `name` found on sys.path without importing it (None when a finder other than a
+    plain folder provides it)."""
+    for root in sys.path:
+        base = Path(root or ".").joinpath(*name.split("."))
+        for candidate in (base.parent / f"{base.name}.py", base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _check_key(spec: str, settings: Mapping[str, Any]) -> str | None:
+    """The cache key of a grid-model check: the spec, its `settings`, the bytes of the user's file (a file spec, or
+    a module found on sys.path), the checking code's and the libraries' versions. None when the spec cannot be
+    keyed (an unparsable spec, a missing file, a module not found without importing it): then it is checked."""
+    try:
+        source = parse_model_spec(spec)
+        path = model_file(source.name) if source.kind == "file" else None
+    except ModelSpecError:
+        return None
+    if source.kind == "module" and (path := _module_source(source.name)) is None:
+        return None
+    here = Path(__file__).parent
+    code = b"".join((here / name).read_bytes() for name in ("modelspec.py", "discovery.py", "models.py"))
+    versions = {}
+    for package in ("torch", "torchvision", "timm"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    key = {
+        "spec": str(source),
+        "settings": dict(settings),
+        "source": hashlib.sha256(path.read_bytes()).hexdigest() if path else None,
+        "code": hashlib.sha256(code).hexdigest(),
+        "versions": versions,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def check_grid_model(
+    spec: str,
+    *,
+    image_size: int | None,
+    kernel_size: int | None = None,
+    width: int | None = None,
+    first_layer: str | None = None,
+    where: str = "",
+    cache: str | Path | None = None,
+) -> GridLayer | None:
+    """Check a user model of the config before any job (``_check_grid_model``); with a `cache` folder, a check
+    that passed before with the same key (``_check_key``: the spec, these settings, the user file's bytes) is
+    read from it instead of building the network (no torch), and a check that passes is written there."""
+    settings = {"image_size": image_size, "kernel_size": kernel_size, "width": width, "first_layer": first_layer}
+    key = _check_key(spec, settings) if cache is not None else None
+    path = Path(cache) / f"{key}.json" if key else None
+    if path is not None and path.is_file():
+        try:
+            stored = json.loads(path.read_text())["layer"]
+            return None if stored is None else GridLayer(**stored)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # an unreadable entry: check again
+    layer = _check_grid_model(spec, where=where, **settings)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"spec": spec, **settings, "layer": layer and dataclasses.asdict(layer)}))
+        os.replace(partial, path)  # atomic: jobs parsing at once read a whole entry or none
+    return layer
+
+
+def _check_grid_model(
     spec: str,
     *,
     image_size: int | None,
@@ -352,16 +435,16 @@ def check_grid_model(
         builder = load_builder(source)
     except ModelSpecError as error:
         raise GridModelError("model", str(error)) from None
-    _check_arguments(source, builder, kernel_size, width)
+    kwargs = {"num_classes": CHECK_CLASSES, "kernel_size": kernel_size, "width": width}
+    passed = builder_arguments(source, builder, image_size=image_size or 32, **kwargs)  # GridModelError: the key
     if image_size is None:
         return None
-    kwargs = {"num_classes": CHECK_CLASSES, "image_size": image_size, "kernel_size": kernel_size, "width": width}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two tiny images: more threads only wait on each other (100x slower on a busy CPU)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            network = build_grid_network(spec, **kwargs)
+            network = build_model(str(source), image_size=image_size, **kwargs)
         _runs(network, source, image_size, where)
         found = find_first_layer(network, image_size=image_size, name=first_layer)
     except GridModelError:
@@ -377,7 +460,7 @@ def check_grid_model(
         torch.set_num_threads(threads)
     k = found.module.kernel_size[0]
     if kernel_size is not None and k != kernel_size:
-        named = source.kind in ("file", "module") and "kernel_size" in _named(builder)
+        named = "kernel_size" in passed
         raise GridModelError(
             "kernel_size",
             f"{kernel_size}, but the first layer of {source} is {found.describe()}: its builder "
@@ -411,6 +494,30 @@ def _names_library_weights(text: str) -> bool:
         re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)?", text) is not None
         and Path(text).suffix not in CHECKPOINT_SUFFIXES
     )
+
+
+class FirstLayerWeight(NamedTuple):
+    """Where a torchvision model keeps its first layer: the state_dict key of its weight, and its kernel size."""
+
+    key: str
+    kernel_size: int
+
+
+@cache
+def first_layer_weight(name: str) -> FirstLayerWeight:
+    """The first-layer key and kernel size of torchvision model `name` (one of the config schema's
+    ``pretrained_model`` names: GoogLeNet and Inception-v3 are left out, their ImageNet weights re-normalise the input
+    inside the network), found by forward hooks on the model built on the meta device (no memory, no weights: a
+    fraction of a second, once per process)."""
+    import torch
+    import torchvision
+
+    from firstlayer.discovery import find_first_layer
+
+    with torch.device("meta"):
+        model = torchvision.models.get_model(name, weights=None)
+    found = find_first_layer(model, image_size=224)
+    return FirstLayerWeight(f"{found.name}.weight", found.module.kernel_size[0])
 
 
 def torchvision_weights(name: str, weights: str) -> Any:
@@ -503,7 +610,7 @@ def load_model(
     source = parse_model_spec(spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = build_network(source, num_classes=num_classes, image_size=image_size)
+        module = build_model(str(source), num_classes=num_classes, image_size=image_size)
     if weights is None:
         return LoadedModel(str(source), module, weights=f"at random init (seed {seed})")
     text = str(weights)

@@ -204,15 +204,6 @@ def _window_sums(rows: np.ndarray, pixels: np.ndarray, n: int, k: int, b: int) -
     return patch, pixel
 
 
-def channel_moments(raw_pixels: PatchMoments) -> tuple[np.ndarray, np.ndarray]:
-    """Moments of 1 x 1 patches from ``raw_patch_moments(images, 1)`` -> per-channel mean and std in [0, 1] units."""
-    if raw_pixels.outer.shape[0] != raw_pixels.total.shape[0] or raw_pixels.count == 0:
-        raise ValueError("channel_moments needs the moments of 1x1 patches")
-    mean = (raw_pixels.mean() + PIXEL_OFFSET) / 255
-    std = np.sqrt(np.diag(raw_pixels.covariance())) / 255
-    return mean, std
-
-
 def normalise_moments(raw: PatchMoments, mean: np.ndarray, std: np.ndarray) -> PatchMoments:
     """Moments in pixel-minus-128 units -> moments of the network input (x / 255 - mean) / std per channel.
 

@@ -18,16 +18,22 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from firstlayer.analysis import response_flatness
 from firstlayer.checkpoints import first_layer_key, read_checkpoint, state_dict_of, weight_key
-from firstlayer.datasets import EMBEDDED_PRESETS, DatasetError, PreparedDataset, embedded_preset, load_image_folder
+from firstlayer.datasets import (
+    EMBEDDED_PRESETS,
+    DatasetError,
+    PreparedDataset,
+    channel_stats,
+    embedded_preset,
+    load_image_folder,
+)
 from firstlayer.discovery import check_first_layer, find_first_layer
-from firstlayer.energy import energy_profile
+from firstlayer.energy import KINDS, TRAINED_STEP, profile_tables
 from firstlayer.io import load_dataset
 from firstlayer.modelspec import LoadedModel, ModelSpecError, load_model, parse_model_spec
-from firstlayer.patches import channel_moments, normalise_moments, patch_pca, raw_moments
+from firstlayer.patches import normalise_moments, patch_pca, raw_patch_moments
 from firstlayer.plots import COMPONENT_LABEL, ENERGY_LABEL, FORMULA_NAME, KIND_NAMES, _plain_log_ticks, _scaled, _styled
-from firstlayer.theory import fit_frame, formula_profile, init_aware_profile
+from firstlayer.theory import formula_profile, init_aware_profile
 
 #: A dataset prefix for the embedded presets: ``embedded:rotations``.
 EMBEDDED_PREFIX = "embedded:"
@@ -304,20 +310,6 @@ def _normalisation(mean: Any, std: Any, loaded: LoadedModel | None) -> tuple[np.
     return None, None, "the data's (none recorded with the weights)"
 
 
-def _energy_frame(
-    layer: LayerWeights, w0: np.ndarray | None, basis: np.ndarray, eigenvalues: np.ndarray
-) -> pd.DataFrame:
-    """Tidy energy of W and, with an init, of W − W0."""
-    banks = {"W": layer.weight} if w0 is None else {"W": layer.weight, "W-W0": layer.weight - w0}
-    d = basis.shape[0]
-    return pd.concat(
-        [pd.DataFrame({"kind": kind, "component": np.arange(1, d + 1), "eigenvalue": eigenvalues,
-                       "energy": energy_profile(bank.reshape(bank.shape[0], -1), basis)})
-         for kind, bank in banks.items()],
-        ignore_index=True,
-    )  # fmt: skip
-
-
 def analyze(
     model_or_checkpoint: Any,
     data: Any,
@@ -344,25 +336,23 @@ def analyze(
     mean, std, normalisation = _normalisation(mean, std, loaded)
     k = layer.weight.shape[-1]
     log(f"first layer {layer.description}; exact moments of the {k}x{k} patches of {len(images.images)} images")
-    patch, pixel = raw_moments(images.images, k, progress=_throttled(log))
+    patch = raw_patch_moments(images.images, k, progress=_throttled(log))
     if mean is None:
-        mean, std = channel_moments(pixel)
+        mean, std = channel_stats(images.images)
     eigenvalues, basis = patch_pca(normalise_moments(patch, mean, std).covariance())
     keys = {"model": layer.model, "first_layer": layer.name, "dataset": images.name, "kernel_size": k}
-    energy = _energy_frame(layer, w0, basis, eigenvalues).assign(**keys)
+    snapshots = {TRAINED_STEP: layer.weight} if w0 is None else {0: w0, TRAINED_STEP: layer.weight}
     log("fitting the formula")
-    fits = fit_frame(energy)
-    stages = {"data": np.ones_like(eigenvalues)}
-    if w0 is not None:
-        stages["init"] = energy_profile(w0.reshape(w0.shape[0], -1), basis)
-    stages["trained"] = energy[energy["kind"] == "W"]["energy"].to_numpy()
-    whitening = pd.DataFrame(
-        {"stage": list(stages), "flatness": [response_flatness(e, eigenvalues) for e in stages.values()]}
-    ).assign(**keys)
+    tables = profile_tables(
+        snapshots, eigenvalues, basis, keys, kinds=("W",) if w0 is None else KINDS, normalisation=normalisation,
+        whitening_keys=list(keys),
+    )  # fmt: skip
+    trained = tables.energy["step"] == TRAINED_STEP
+    energy, fits = tables.energy[trained], tables.fits[tables.fits["step"] == TRAINED_STEP]
     return ModelProfile(
-        energy=energy[[*keys, "kind", "component", "eigenvalue", "energy"]],
-        fits=fits[[*keys, "kind", "formula", "tau", "beta", "correlation", "at_bound"]],
-        whitening=whitening[[*keys, "stage", "flatness"]],
+        energy=energy[[*keys, "kind", "component", "eigenvalue", "energy"]].reset_index(drop=True),
+        fits=fits[[*keys, "kind", "formula", "tau", "beta", "correlation", "at_bound"]].reset_index(drop=True),
+        whitening=tables.whitening[[*keys, "stage", "flatness"]],
         model=layer.model,
         weights=layer.weights,
         layer=layer.description,

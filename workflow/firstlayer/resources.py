@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from firstlayer.config import config_images, image_side, parse_seed_key
-from firstlayer.models import model_spec
+from firstlayer.modelspec import model_spec
 
 #: How many times faster than 2 CPU cores a GPU trains these networks, at least (for the runtime request).
 TRAIN_GPU_SPEEDUP = 50
@@ -71,10 +71,10 @@ def patch_shard_mem_mb(config: Mapping[str, Any], dataset: str) -> int:
     return requested(config, "patch_shard", "mem_mb", 800 + (shard + chunk) / 2**20)
 
 
-def patch_shard_runtime(config: Mapping[str, Any], dataset: str, kernel_size: int) -> int:
+def patch_shard_runtime(config: Mapping[str, Any], dataset: str, kernel_size: int | str) -> int:
     """Minutes: 5 to start, plus the shard's products of k x k windows at every pixel at 10^8 pixel-taps per second
     (6 to 15 times below what 2 cores reach: benchmarks/README.md, Patch statistics)."""
-    taps = config["patches"]["shard_size"] * image_side(config["datasets"][dataset]) ** 2 * kernel_size**2
+    taps = config["patches"]["shard_size"] * image_side(config["datasets"][dataset]) ** 2 * int(kernel_size) ** 2
     return requested(config, "patch_shard", "runtime", 5 + taps / 1e8 / 60)
 
 

@@ -188,15 +188,36 @@ def fit_init_aware(
     )
 
 
+#: Columns whose values share one PCA, so one eigenvalue vector: the profiles fitted together (``normalisation``,
+#: which input normalisation the patches had, where the table has it).
+FIT_GROUPS = ("dataset", "kernel_size", "normalisation")
+
+
+def _group_eigenvalues(g: pd.DataFrame, group: dict) -> pd.Series:
+    """The one eigenvalue per component of a fit group; ValueError when its profiles are of several PCAs."""
+    counts = g.groupby("component")["eigenvalue"].nunique()
+    if (counts > 1).any():
+        raise ValueError(
+            f"the profiles of {group} are in {int(counts.max())} different PCA bases (eigenvalues differ at "
+            f"components {counts.index[counts > 1].tolist()[:5]}...): one fit group needs one eigenvalue vector; "
+            "give profiles of another input normalisation their own 'normalisation' value"
+        )
+    return g.groupby("component")["eigenvalue"].first()
+
+
 def fit_frame(energy: pd.DataFrame, *, points_per_decade: int = 40, decades_beyond: float = 2.0) -> pd.DataFrame:
     """Tidy energy -> two rows per profile (every column but component, eigenvalue and energy identifies one):
-    formula 'one_parameter' (tau, beta 0) and 'init_aware' (tau, beta), each with its correlation and at_bound."""
+    formula 'one_parameter' (tau, beta 0) and 'init_aware' (tau, beta), each with its correlation and at_bound.
+    Profiles are fitted per ``FIT_GROUPS`` and kind, each group against its one eigenvalue vector."""
     value_cols = {"component", "eigenvalue", "energy"}
     id_cols = [c for c in energy.columns if c not in value_cols]
+    groups = [c for c in FIT_GROUPS if c in energy.columns]
     out = []
-    for (_, _, kind), g in energy.groupby(["dataset", "kernel_size", "kind"], sort=True):
+    for values, g in energy.groupby([*groups, "kind"], sort=True):
+        kind = values[-1]
         wide = g.pivot_table(index=id_cols, columns="component", values="energy", aggfunc="first")
-        eigenvalues = g.groupby("component")["eigenvalue"].first().reindex(wide.columns).to_numpy()
+        group = dict(zip([*groups, "kind"], values, strict=True))
+        eigenvalues = _group_eigenvalues(g, group).reindex(wide.columns).to_numpy()
         profiles = wide.to_numpy()
         one = fit_effective_time(
             profiles, eigenvalues, points_per_decade=points_per_decade, decades_beyond=decades_beyond

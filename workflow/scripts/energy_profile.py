@@ -3,7 +3,7 @@ PCA basis."""
 
 import pandas as pd
 
-from firstlayer.energy import energy_frame, pca_basis, snapshot_arrays
+from firstlayer.energy import KINDS, energy_table, pca_basis, snapshot_arrays
 from firstlayer.io import job_log, write_table
 
 with job_log(snakemake.log[0]):
@@ -14,9 +14,10 @@ with job_log(snakemake.log[0]):
     for _, snaps in snapshots.groupby("seed", sort=True):
         first = snaps.iloc[0]
         keys = {k: first[k] for k in ("dataset", "arch", "model", "labels", "seed")}
-        energy = energy_frame(snapshot_arrays(snaps), eigenvalues, basis)
-        if keys["labels"] == "frozen":  # the first layer never moves: W - W0 is zero, only W (= W0) is a profile
-            energy = energy[energy["kind"] == "W"]
-        frames.append(energy.assign(**keys, kernel_size=int(pca["kernel_size"].iloc[0])))
+        keys["kernel_size"] = int(pca["kernel_size"].iloc[0])
+        # a frozen first layer never moves: W - W0 is zero, only W (= W0) is a profile
+        kinds = ("W",) if keys["labels"] == "frozen" else KINDS
+        energy = energy_table(snapshot_arrays(snaps), eigenvalues, basis, keys, kinds=kinds)
+        frames.append(energy)
         print(f"{energy.step.nunique()} snapshots x {basis.shape[0]} components for {keys}")
     write_table(pd.concat(frames, ignore_index=True), snakemake.output.energy, snapshots["config_hash"].iloc[0])

@@ -1,5 +1,6 @@
 """Energy profile of a pretrained torchvision model's first layer in the PCA basis of a dataset's patches,
-normalised as the model's input; a table with status 'missing: <path>' when the checkpoint is not there."""
+normalised as the model's input, in the trained runs' energy layout; its status row ('missing: <path>' and an energy
+table of no rows when the checkpoint is not there)."""
 
 import sys
 
@@ -8,21 +9,22 @@ import pandas as pd
 from firstlayer.config import config_hash
 from firstlayer.io import job_log, write_table
 from firstlayer.patches import moments_from_frames
-from firstlayer.pretrained import pretrained_frame
+from firstlayer.pretrained import pretrained_tables
 
 s = snakemake.params.settings
 with job_log(snakemake.log[0]):
     frames = [pd.read_parquet(path) for path in snakemake.input.shards]
     raw = moments_from_frames(frames, "patch")
-    table = pretrained_frame(s["name"], s["weights"], s["dataset"], s["checkpoint"], raw)
-    status = table["status"].iloc[0]
-    print(f"{s['name']} ({table['weights'].iloc[0]}) on {s['dataset']}: {status}, {raw.count} patches")
+    energy, status = pretrained_tables(s["name"], s["weights"], s["dataset"], s["checkpoint"], raw)
+    state = status["status"].iloc[0]
+    print(f"{s['name']} ({status['weights'].iloc[0]}) on {s['dataset']}: {state}, {raw.count} patches")
     message = (
-        f"firstlayer: pretrained {s['name']}: no checkpoint, {status}; wrote a table without profile "
+        f"firstlayer: pretrained {s['name']}: no checkpoint, {state}; no profile "
         "(nothing is downloaded: put the file there or set pretrained.models[].path)"
     )
-    print(f"leading energies {table['energy'].to_numpy()[:5]}" if status == "ok" else message)
-    hashes = sorted(f["config_hash"].iloc[0] for f in frames)
-    write_table(table, snakemake.output.energy, config_hash({"settings": s, "shards": hashes}))
-if status != "ok":  # also outside the job log, so that it shows in the Snakemake output
+    print(f"leading energies {energy['energy'].to_numpy()[:5]}" if state == "ok" else message)
+    digest = config_hash({"settings": s, "shards": sorted(f["config_hash"].iloc[0] for f in frames)})
+    write_table(energy, snakemake.output.energy, digest)
+    write_table(status, snakemake.output.status, digest)
+if state != "ok":  # also outside the job log, so that it shows in the Snakemake output
     print(message, file=sys.stderr)
