@@ -10,7 +10,7 @@ localrules:
 
 rule collect_metrics:
     input:
-        metrics=job_paths(f"results/train/{JOB_PATTERN}/metrics.parquet"),
+        metrics=job_paths(f"{RUN}/metrics.parquet"),
     output:
         metrics="results/tables/metrics.parquet",
     log:
@@ -19,10 +19,6 @@ rule collect_metrics:
         "results/benchmarks/collect_metrics.tsv"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     script:
         "../scripts/collect_tables.py"
 
@@ -40,12 +36,9 @@ rule consistency:
         "results/benchmarks/consistency.tsv"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     params:
         analysis=lambda wildcards: config["analysis"],
+        with_pretrained=lambda wildcards: config["pretrained"]["in_consistency"],
     script:
         "../scripts/consistency.py"
 
@@ -67,10 +60,6 @@ rule matched_tau:
         "results/benchmarks/matched_tau.tsv"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     params:
         analysis=lambda wildcards: config["analysis"],
     script:
@@ -89,10 +78,6 @@ rule whitening:
         "results/benchmarks/whitening.tsv"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../scripts/whitening.py"
 
@@ -100,7 +85,7 @@ rule whitening:
 rule accuracy:
     input:
         metrics="results/tables/metrics.parquet",
-        manifests=expand("results/data/{dataset}/manifest.parquet", dataset=DATASETS),
+        manifests=expand(f"{DATA}/manifest.parquet", dataset=DATASETS),
     output:
         accuracy="results/tables/accuracy.parquet",
         frozen="results/tables/frozen_accuracy.parquet",
@@ -110,10 +95,6 @@ rule accuracy:
         "results/benchmarks/accuracy.tsv"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     params:
         datasets=DATASETS,
     script:
@@ -141,9 +122,5 @@ rule replication:
         "results/benchmarks/replication.tsv"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     script:
         "../scripts/replication.py"

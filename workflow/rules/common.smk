@@ -1,4 +1,5 @@
-# Grids from the config, input functions and wildcard constraints. No rules here.
+# Grids from the config, result paths, input functions (a section per stage: Snakemake's linter keeps functions
+# out of rule files) and wildcard constraints. No rules here.
 import sys
 from pathlib import Path
 
@@ -16,9 +17,12 @@ from firstlayer.config import (
 )
 from firstlayer import resources as job_resources
 from firstlayer.modelspec import source_file
+from firstlayer.modelspec import source_file
 
 try:
-    _validated = validate_config(config)
+    _validated = validate_config(
+        config, model_checks=".snakemake/firstlayer/model_checks"
+    )
 except ConfigError as error:
     sys.exit(f"firstlayer: {error}")
 config.clear()
@@ -30,6 +34,11 @@ JOBS = train_jobs(config)
 DATASETS = list(iter_datasets(config))
 JOB_PATTERN = "{dataset}/{arch}/{labels}/seed{seeds}"
 
+# Where results live: every rule and input function builds its paths from these.
+DATA = "results/data/{dataset}"
+PATCHES = "results/patches/{dataset}/k{k}"
+RUN = f"results/train/{JOB_PATTERN}"
+
 
 wildcard_constraints:
     dataset="[A-Za-z][A-Za-z0-9_]*",
@@ -40,19 +49,16 @@ wildcard_constraints:
     shard=r"\d+",
 
 
-# The filter figure: one training job per architecture, its first with true labels, else random, else frozen.
-FILTER_JOBS = [
-    min(
-        (job for job in JOBS if job.arch == arch),
-        key=lambda job: ("true", "random", "frozen").index(job.labels),
-    )
-    for arch in dict.fromkeys(job.arch for job in JOBS)
-]
-
-
 def table(name):
     """The path of a collected table."""
     return f"results/tables/{name}.parquet"
+
+
+def job_file(job, name):
+    """The file `name` of one training job's run folder."""
+    return f"{RUN}/{name}".format(
+        dataset=job.dataset, arch=job.arch, labels=job.labels, seeds=job.seed_key
+    )
 
 
 def job_paths(pattern):
@@ -65,35 +71,23 @@ def job_paths(pattern):
     ]
 
 
+def pca_path(dataset, k):
+    return f"{PATCHES}/pca.parquet".format(dataset=dataset, k=k)
+
+
 def pca_paths():
-    return [
-        f"results/patches/{dataset}/k{k}/pca.parquet"
-        for dataset in DATASETS
-        for k in kernel_sizes(config, dataset)
-    ]
+    return [pca_path(d, k) for d in DATASETS for k in kernel_sizes(config, d)]
 
 
 def all_outputs(wildcards):
+    """The final products: the replication table, every figure, the report pages, the tables no figure draws, and
+    the pretrained models' status table and PCAs (workflow/rules/pretrained.smk)."""
     return [
-        *pca_paths(),
-        "results/tables/energy.parquet",
-        "results/tables/fits.parquet",
-        "results/tables/metrics.parquet",
-        "results/tables/consistency.parquet",
-        "results/tables/consistency_summary.parquet",
-        "results/tables/matched_tau.parquet",
-        "results/tables/matched_tau_summary.parquet",
-        "results/tables/tau_distance.parquet",
-        "results/tables/profile_contrast.parquet",
-        "results/tables/whitening.parquet",
-        "results/tables/accuracy.parquet",
-        "results/tables/linear_check.parquet",
-        "results/tables/label_information.parquet",
         "results/tables/replication.md",
-        # every figure of FIGURES (workflow/rules/figures.smk)
         *expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=["png", "svg"]),
         "results/report/replication.html",
         "results/report/configuration.html",
+        *map(table, ["profile_contrast", "label_information"]),
         *pretrained_paths(),
     ]
 
@@ -106,25 +100,27 @@ def arch_spec(wildcards):
     return config["architectures"][wildcards.arch]
 
 
-def model_file(wildcards):
-    """A user model's .py file (editing it re-trains the architecture); none for other models."""
-    path = source_file(arch_spec(wildcards)["model"])
-    return [str(path)] if path is not None else []
-
-
-def arch_kernel_size(wildcards):
-    return arch_spec(wildcards)["kernel_size"]
-
-
-def fit_settings(wildcards):
-    return canonical(config["fit"])
-
-
 def run_pca(wildcards):
     """The PCA matching a run: its dataset, at its architecture's kernel size."""
-    return f"results/patches/{wildcards.dataset}/k{arch_kernel_size(wildcards)}/pca.parquet"
+    return pca_path(wildcards.dataset, arch_spec(wildcards)["kernel_size"])
 
 
+def estimate(function, *names):
+    """A job's resource request (runtime in minutes, mem_mb in MiB, gpu): `function` of firstlayer.resources, given
+    the config and, in order, the job's wildcards or inputs named by `names`; config["resources"] scales or replaces
+    it per kind of job. A local run ignores requests unless `snakemake --resources` sets limits.
+    """
+
+    def request(wildcards, input):
+        values = (
+            getattr(wildcards if hasattr(wildcards, n) else input, n) for n in names
+        )
+        return function(config, *values)
+
+    return request
+
+
+# --- patch statistics (patches.smk) ---
 def patch_shards(wildcards):
     """The shard tables of a dataset's training images at one kernel size (their number is known once the
     dataset is prepared: prepare_dataset is a checkpoint)."""
@@ -135,46 +131,18 @@ def patch_shards(wildcards):
         job_resources.train_images(manifest), config["patches"]["shard_size"]
     )
     return [
-        f"results/patches/{wildcards.dataset}/k{wildcards.k}/shards/{i}.parquet"
+        f"{PATCHES}/shards/{{shard}}.parquet".format(
+            dataset=wildcards.dataset, k=wildcards.k, shard=i
+        )
         for i in range(len(shards))
     ]
 
 
-# Resource requests (runtime in minutes, mem_mb in MiB, gpu): estimated per job by firstlayer.resources, scaled or
-# replaced per kind of job by config["resources"]. A local run ignores them unless `snakemake --resources` sets limits.
-def prepare_dataset_mem_mb(wildcards):
-    return job_resources.prepare_dataset_mem_mb(config, wildcards.dataset)
-
-
-def prepare_dataset_runtime(wildcards):
-    return job_resources.prepare_dataset_runtime(config, wildcards.dataset)
-
-
-def patch_shard_mem_mb(wildcards):
-    return job_resources.patch_shard_mem_mb(config, wildcards.dataset)
-
-
-def patch_shard_runtime(wildcards):
-    return job_resources.patch_shard_runtime(
-        config, wildcards.dataset, int(wildcards.k)
-    )
-
-
-def train_runtime(wildcards, input):
-    return job_resources.train_runtime(
-        config, wildcards.dataset, wildcards.arch, wildcards.seeds, input.manifest
-    )
-
-
-def train_mem_mb(wildcards, input):
-    return job_resources.train_mem_mb(
-        config, wildcards.dataset, wildcards.arch, wildcards.seeds, input.images
-    )
-
-
-def train_gpu(wildcards):
-    """One GPU unless training.device is cpu: a CPU-only cluster gets no GPU request."""
-    return job_resources.train_gpu(config)
+# --- training (train.smk) ---
+def model_file(wildcards):
+    """A user model's .py file (editing it re-trains the architecture); none for other models."""
+    path = source_file(arch_spec(wildcards)["model"])
+    return [str(path)] if path is not None else []
 
 
 def train_settings(wildcards):
@@ -196,23 +164,25 @@ def train_settings(wildcards):
     )
 
 
-# Pretrained torchvision models (config `pretrained`): one profile table per model, on one dataset's patches.
-PRETRAINED = {m["name"]: m for m in config["pretrained"]["models"]}
+# --- formula fits (fit.smk) ---
+def fit_settings(wildcards):
+    return canonical(config["fit"])
+
+
+# --- pretrained models (pretrained.smk) ---
+def pretrained_energy_paths():
+    """The pretrained models' energy tables (collected with the trained runs' into the energy table)."""
+    return [f"results/pretrained/{name}/energy.parquet" for name in PRETRAINED]
 
 
 def pretrained_paths():
-    """The pretrained models' profile tables, their collected table, and their dataset's PCA at their kernel
-    sizes (also when no network of the grid trains on that dataset); nothing when none is configured.
-    """
+    """The pretrained models' status table and their dataset's PCA at their kernel sizes (also when no network of
+    the grid trains on that dataset); nothing when none is configured."""
     if not PRETRAINED:
         return []
     dataset = config["pretrained"]["dataset"]
-    pcas = [
-        f"results/patches/{dataset}/k{k}/pca.parquet"
-        for k in kernel_sizes(config, dataset)
-    ]
+    pcas = [pca_path(dataset, k) for k in kernel_sizes(config, dataset)]
     return [
-        *[f"results/pretrained/{name}/energy.parquet" for name in PRETRAINED],
         "results/tables/pretrained.parquet",
         *[path for path in pcas if path not in pca_paths()],
     ]
@@ -234,10 +204,11 @@ def pretrained_checkpoint(wildcards):
 
 
 def pretrained_shards(wildcards):
-    """The patch-statistics shards of the pretrained dataset at the model's kernel size."""
+    """The patch-statistics shards of the pretrained dataset at the model's kernel size (found by running the model
+    on the meta device, once per process: firstlayer.modelspec.first_layer_weight)."""
     from types import SimpleNamespace
 
-    from firstlayer.pretrained import first_layer_weight
+    from firstlayer.modelspec import first_layer_weight
 
     k = first_layer_weight(wildcards.name).kernel_size
     return patch_shards(SimpleNamespace(dataset=config["pretrained"]["dataset"], k=k))

@@ -6,7 +6,7 @@ localrules:
 rule energy_profile:
     input:
         pca=run_pca,
-        snapshots="results/train/{dataset}/{arch}/{labels}/seed{seeds}/snapshots.parquet",
+        snapshots=f"{RUN}/snapshots.parquet",
     output:
         energy="results/energy/{dataset}/{arch}/{labels}/seed{seeds}.parquet",
     log:
@@ -18,19 +18,17 @@ rule energy_profile:
         "energy"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     params:
         model=lambda wildcards: arch_spec(wildcards)["model"],
     script:
         "../scripts/energy_profile.py"
 
 
+# The trained runs' profiles and the pretrained models' (workflow/rules/pretrained.smk) in one table.
 rule collect_energy:
     input:
         energy=job_paths(f"results/energy/{JOB_PATTERN}.parquet"),
+        pretrained=lambda wildcards: pretrained_energy_paths(),
     output:
         energy="results/tables/energy.parquet",
     log:
@@ -39,9 +37,5 @@ rule collect_energy:
         "results/benchmarks/collect_energy.tsv"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     script:
         "../scripts/collect_tables.py"

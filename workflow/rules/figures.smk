@@ -1,5 +1,15 @@
 # Figures (PNG + SVG, from the tables only) and the HTML report's pages: report() items, captions in workflow/report/.
 
+# The filter figure: one training job per architecture, its first with true labels, else random, else frozen.
+FILTER_JOBS = [
+    min(
+        (job for job in JOBS if job.arch == arch),
+        key=lambda job: ("true", "random", "frozen").index(job.labels),
+    )
+    for arch in dict.fromkeys(job.arch for job in JOBS)
+]
+
+
 # Each figure once: its tables and where the report shows it (category, subcategory, label). Rule plot_<figure> draws
 # it as firstlayer.plots.plot_<figure>(**tables, **options) in scripts/plot.py (an input that is a list: concatenated).
 FIGURES = {
@@ -25,10 +35,7 @@ FIGURES = {
     ),
     "filters": dict(
         input={
-            "snapshots": [
-                f"results/train/{job.dataset}/{job.arch}/{job.labels}/seed{job.seed_key}/snapshots.parquet"
-                for job in FILTER_JOBS
-            ],
+            "snapshots": [job_file(job, "snapshots.parquet") for job in FILTER_JOBS],
             "pca": sorted({run_pca(job) for job in FILTER_JOBS}),
         },
         in_report=("2 Training", "first-layer filters", "filters and PCA basis"),
@@ -85,10 +92,6 @@ for figure, spec in FIGURES.items():
         localrule: True
         conda:
             "../../envs/firstlayer.yaml"
-        threads: 1
-        resources:
-            mem_mb=2000,
-            runtime=5,
         params:
             plot=f"plot_{figure}",
             options=spec.get("options", {}),
@@ -114,10 +117,6 @@ rule report_replication:
     localrule: True
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../scripts/report_replication.py"
 
@@ -140,10 +139,6 @@ rule report_configuration:
     localrule: True
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     params:
         config=lambda wildcards: config,
     script:

@@ -14,10 +14,6 @@ rule fit_formula:
         "results/benchmarks/fit_formula.tsv"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     params:
         fit=fit_settings,
     script:

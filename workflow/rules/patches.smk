@@ -1,9 +1,9 @@
 rule patch_shard:
     input:
-        images="results/data/{dataset}/images.npy",
-        manifest="results/data/{dataset}/manifest.parquet",
+        images=f"{DATA}/images.npy",
+        manifest=f"{DATA}/manifest.parquet",
     output:
-        moments="results/patches/{dataset}/k{k}/shards/{shard}.parquet",
+        moments=f"{PATCHES}/shards/{{shard}}.parquet",
     log:
         "results/logs/patch_shard/{dataset}/k{k}/{shard}.log",
     benchmark:
@@ -13,10 +13,9 @@ rule patch_shard:
         "patches"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
     resources:
-        mem_mb=patch_shard_mem_mb,
-        runtime=patch_shard_runtime,
+        mem_mb=estimate(job_resources.patch_shard_mem_mb, "dataset"),
+        runtime=estimate(job_resources.patch_shard_runtime, "dataset", "k"),
     params:
         shard_size=config["patches"]["shard_size"],
         images_per_chunk=config["patches"]["images_per_chunk"],
@@ -28,8 +27,9 @@ rule patch_shard:
 rule patch_pca:
     input:
         shards=patch_shards,
+        normalisation=f"{DATA}/normalisation.parquet",
     output:
-        pca="results/patches/{dataset}/k{k}/pca.parquet",
+        pca=f"{PATCHES}/pca.parquet",
     log:
         "results/logs/patch_pca/{dataset}/k{k}.log",
     benchmark:
@@ -38,9 +38,5 @@ rule patch_pca:
         "patches"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../scripts/patch_pca.py"

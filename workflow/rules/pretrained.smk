@@ -1,3 +1,8 @@
+# Pretrained torchvision models (config `pretrained`): each model's profile joins the energy table (labels
+# 'pretrained'), on one dataset's patches; its status (checkpoint found or missing) goes to the pretrained table.
+PRETRAINED = {m["name"]: m for m in config["pretrained"]["models"]}
+
+
 # On a cluster these take seconds: they run beside Snakemake instead of as cluster jobs (workflow/profiles/slurm).
 localrules:
     collect_pretrained,
@@ -9,6 +14,7 @@ rule pretrained_profile:
         checkpoint=pretrained_checkpoint,
     output:
         energy="results/pretrained/{name}/energy.parquet",
+        status="results/pretrained/{name}/status.parquet",
     log:
         "results/logs/pretrained_profile/{name}.log",
     benchmark:
@@ -17,10 +23,6 @@ rule pretrained_profile:
         name="[A-Za-z][A-Za-z0-9_]*",
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=10,
     params:
         settings=pretrained_settings,
     script:
@@ -29,18 +31,14 @@ rule pretrained_profile:
 
 rule collect_pretrained:
     input:
-        energy=[f"results/pretrained/{name}/energy.parquet" for name in PRETRAINED],
+        status=[f"results/pretrained/{name}/status.parquet" for name in PRETRAINED],
     output:
-        energy="results/tables/pretrained.parquet",
+        status="results/tables/pretrained.parquet",
     log:
         "results/logs/collect_pretrained.log",
     benchmark:
         "results/benchmarks/collect_pretrained.tsv"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../scripts/collect_tables.py"

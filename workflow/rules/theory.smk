@@ -5,9 +5,11 @@ localrules:
 
 rule linear_check:
     input:
-        images="results/data/{dataset}/images.npy",
-        manifest="results/data/{dataset}/manifest.parquet",
-        pca=lambda wildcards: f"results/patches/{wildcards.dataset}/k{config['theory']['kernel_size']}/pca.parquet",
+        images=f"{DATA}/images.npy",
+        manifest=f"{DATA}/manifest.parquet",
+        pca=lambda wildcards: pca_path(
+            wildcards.dataset, config["theory"]["kernel_size"]
+        ),
     output:
         profiles="results/theory/{dataset}/linear_check.parquet",
         summary="results/theory/{dataset}/linear_check_summary.parquet",
@@ -17,10 +19,6 @@ rule linear_check:
         "results/benchmarks/linear_check/{dataset}.tsv"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
     params:
         theory=lambda wildcards: config["theory"],
     script:
@@ -29,11 +27,11 @@ rule linear_check:
 
 rule label_information:
     input:
-        images="results/data/{dataset}/images.npy",
-        manifest="results/data/{dataset}/manifest.parquet",
-        pca="results/patches/{dataset}/k{k}/pca.parquet",
+        images=f"{DATA}/images.npy",
+        manifest=f"{DATA}/manifest.parquet",
+        pca=f"{PATCHES}/pca.parquet",
     output:
-        info="results/patches/{dataset}/k{k}/label_information.parquet",
+        info=f"{PATCHES}/label_information.parquet",
     log:
         "results/logs/label_information/{dataset}/k{k}.log",
     benchmark:
@@ -43,10 +41,6 @@ rule label_information:
         "patches"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../scripts/label_information.py"
 
@@ -73,9 +67,5 @@ rule collect_theory:
         "results/benchmarks/collect_theory.tsv"
     conda:
         "../../envs/firstlayer.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=5,
     script:
         "../scripts/collect_theory.py"
