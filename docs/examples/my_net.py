@@ -33,12 +33,12 @@ def build(num_classes: int = 10) -> nn.Module:
 
 def train(steps: int = 60, seed: int = 0) -> None:
     """Train on the embedded rotations (SGD, batch 64), saving W0 and the trained weights in the working folder."""
-    from firstlayer.datasets import embedded_preset
-    from firstlayer.patches import channel_moments, normalise, raw_moments
+    from firstlayer.datasets import channel_stats, embedded_preset
+    from firstlayer.patches import normalise
 
     data = embedded_preset("rotations")
     images, labels = (torch.from_numpy(a) for a in data.split("train"))
-    mean, std = (torch.from_numpy(a) for a in channel_moments(raw_moments(images, 1)[1]))
+    mean, std = (torch.from_numpy(a) for a in channel_stats(data.split("train")[0]))
     torch.manual_seed(seed)
     model = build(data.num_classes)
     torch.save(model.state_dict(), "my_net_init.pt")
