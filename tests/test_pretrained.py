@@ -18,6 +18,7 @@ from torch import nn
 from firstlayer.analysis import LEARNING_MODES, PRETRAINED, final_profiles, whitening_frame
 from firstlayer.config import ConfigError, kernel_sizes, load_schema, validate_config
 from firstlayer.energy import TRAINED_STEP, energy_table
+from firstlayer.modelspec import torchvision_weights
 from firstlayer.patches import normalise, normalise_moments, patch_pca, raw_patch_moments, unfold_patches
 from firstlayer.pretrained import (
     STATUS_COLUMNS,
@@ -27,7 +28,6 @@ from firstlayer.pretrained import (
     input_normalisation,
     load_first_layer,
     pretrained_tables,
-    weights_entry,
 )
 from firstlayer.theory import fit_frame
 
@@ -108,7 +108,7 @@ def test_every_model_has_torchvision_weights_and_the_first_layer_of_a_tested_fam
     names = load_schema()["$defs"]["pretrained_model"]["properties"]["name"]["enum"]
     module = {name: torchvision.models.get_model_builder(name).__module__ for name in names}
     for name in names:
-        assert weights_entry(name, "DEFAULT").url.endswith(".pth"), name
+        assert torchvision_weights(name, "DEFAULT").url.endswith(".pth"), name
         found = first_layer_weight(name)
         same = [r for r in REPRESENTATIVES if module[r] == module[name] and first_layer_weight(r).key == found.key]
         assert same, name
@@ -214,7 +214,7 @@ def test_input_normalisation_is_the_weights_preprocessing():
     np.testing.assert_allclose(mean, IMAGENET_MEAN)
     np.testing.assert_allclose(std, IMAGENET_STD)
     with pytest.raises(ValueError, match=r"resnet18 has no weights 'IMAGENET1K_V9'.*IMAGENET1K_V1"):
-        weights_entry("resnet18", "IMAGENET1K_V9")
+        torchvision_weights("resnet18", "IMAGENET1K_V9")
 
 
 # ------------------------------------------------------------------------ config

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torchvision
 
 from firstlayer.analysis import PRETRAINED
 from firstlayer.checkpoints import CheckpointError, read_checkpoint, weight_key
@@ -25,14 +24,9 @@ STATUS_COLUMNS = ("model", "weights", "dataset", "kernel_size", "checkpoint", "s
 PRETRAINED_SEED = 0
 
 
-def weights_entry(name: str, weights: str) -> torchvision.models.WeightsEnum:
-    """torchvision's weights enum member `weights` (e.g. 'IMAGENET1K_V1', or 'DEFAULT') of model `name`."""
-    return torchvision_weights(name, weights)
-
-
 def hub_checkpoint(name: str, weights: str) -> Path:
     """Where torchvision stores the checkpoint of these weights once downloaded (nothing is downloaded here)."""
-    return hub_checkpoint_of(weights_entry(name, weights))
+    return hub_checkpoint_of(torchvision_weights(name, weights))
 
 
 def checkpoint_path(name: str, weights: str, path: str | Path | None = None) -> Path:
@@ -42,7 +36,7 @@ def checkpoint_path(name: str, weights: str, path: str | Path | None = None) -> 
 
 def input_normalisation(name: str, weights: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (in [0, 1] pixel units) of the weights' own preprocessing (ImageNet's)."""
-    return weights_normalisation(weights_entry(name, weights))
+    return weights_normalisation(torchvision_weights(name, weights))
 
 
 def load_first_layer(path: str | Path, name: str) -> np.ndarray:
@@ -70,7 +64,7 @@ def pretrained_tables(
 
     Status 'ok' with a profile; 'missing: <checkpoint>' with an energy table of no rows when the file is not there."""
     k = first_layer_weight(name).kernel_size
-    resolved = weights_entry(name, weights).name
+    resolved = torchvision_weights(name, weights).name
     status = {"model": name, "weights": resolved, "dataset": dataset, "kernel_size": k, "checkpoint": str(checkpoint)}
     keys = {"dataset": dataset, "arch": name, "model": f"torchvision:{name}", "labels": PRETRAINED,
             "seed": PRETRAINED_SEED, "kernel_size": k}  # fmt: skip
