@@ -6,8 +6,6 @@ from pathlib import Path
 from firstlayer.config import (
     ConfigError,
     canonical,
-    config_hash,
-    expand_grid,
     iter_datasets,
     kernel_sizes,
     parse_seed_key,
@@ -28,7 +26,6 @@ except ConfigError as error:
 config.clear()
 config.update(_validated)
 
-RUNS = expand_grid(config)
 # Training jobs: a run family's seeds, one per job or `seeds_per_job` together ('seed0', 'seed0+1' in paths).
 JOBS = train_jobs(config)
 DATASETS = list(iter_datasets(config))
