@@ -260,6 +260,94 @@ def test_whitening_frame_stages(energy):
     assert s["fraction_flatter_than_init"].between(0, 1).all()
 
 
+def old_response_flatness(energy: np.ndarray, eigenvalues: np.ndarray) -> float:
+    """The formula before the data's span was measured (eigenvalues floored at 1e-12 of the largest)."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    lam = np.maximum(lam, lam.max() * 1e-12)
+    r2 = np.asarray(energy, dtype=np.float64) ** 2 * lam
+    if np.any(r2 <= 0):
+        return 0.0
+    return float(np.exp(np.mean(np.log(r2))) / np.mean(r2))
+
+
+def test_full_rank_flatness_is_unchanged(energy):
+    """Full-rank data (every default dataset): the span is every component, so each value is the old one, bit
+    for bit, down to a photos-like spectrum whose smallest eigenvalue is 1e-5 of its largest."""
+    from firstlayer.analysis import response_flatness, whitening_frame
+
+    rng = np.random.default_rng(0)
+    for lam in (np.geomspace(10, 0.01, 27), np.geomspace(3.0, 3e-5, 147), 1.0 / np.arange(1, 76)):
+        for e in (np.ones_like(lam), rng.uniform(0.1, 2, lam.size), 1 / np.sqrt(lam), np.sqrt(lam)):
+            assert response_flatness(e, lam) == old_response_flatness(e, lam)
+    w = whitening_frame(energy.assign(model="m"))
+    old = []
+    for _, g in energy[energy.kind == "W"].groupby(["dataset", "arch", "labels", "seed", "kernel_size"]):
+        for i, (_, s) in enumerate(g.sort_values("component").groupby("step", sort=True)):
+            lam = s["eigenvalue"].to_numpy()
+            old += [old_response_flatness(np.ones_like(lam), lam)] if i == 0 else []
+            old.append(old_response_flatness(s["energy"].to_numpy(), lam))
+    assert w["flatness"].tolist() == old
+    assert w["applicable"].all() and (w["rank"] == w["components"]).all() and (w["reason"] == "").all()
+
+
+def test_spectrum_down_to_1e5_of_the_largest_keeps_every_component():
+    from firstlayer.analysis import RANK_TOLERANCE, data_span, flatness_detail
+
+    lam = np.geomspace(1.0, 1e-5, 27)  # the photos' spread: smallest ~1e-5 of the largest
+    assert data_span(lam).all() and RANK_TOLERANCE <= 1e-5 * 1e-3  # far inside the span, not near its edge
+    detail = flatness_detail(np.ones(27), lam)
+    assert detail["rank"] == detail["components"] == 27 and detail["applicable"] and detail["reason"] == ""
+
+
+def test_span_leaves_out_rounding_size_eigenvalues_only():
+    from firstlayer.analysis import RANK_TOLERANCE, data_span, flatness_detail
+
+    lam = np.r_[np.geomspace(4.0, 4e-5, 9), 4.0 * np.array([1e-13, 3e-16, 1e-17]), 0.0, 0.0, -1e-17]
+    assert data_span(lam).tolist() == [True] * 9 + [False] * 6
+    assert data_span(np.r_[1.0, 2 * RANK_TOLERANCE, 0.5 * RANK_TOLERANCE]).tolist() == [True, True, False]
+    detail = flatness_detail(np.ones(lam.size), lam)
+    assert detail["rank"] == 9 and detail["components"] == 15
+    assert detail["flatness"] == pytest.approx(old_response_flatness(np.ones(9), lam[:9]), rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("energy", "eigenvalues", "reason"),
+    [
+        (np.ones(27), np.r_[1.0, np.full(26, 1e-16)], "span 1 of 27 components"),
+        (np.ones(27), np.zeros(27), "no variance"),
+        (np.zeros(27), np.geomspace(1, 0.1, 27), "no energy in the data's span"),
+        (np.ones(27), np.r_[np.nan, np.ones(26)], "non-finite eigenvalues"),
+        (np.r_[np.inf, np.ones(26)], np.ones(27), "non-finite energy"),
+    ],
+)
+def test_undefined_flatness_is_not_applicable_with_its_reason(energy, eigenvalues, reason):
+    from firstlayer.analysis import flatness_detail, response_flatness
+
+    detail = flatness_detail(energy, eigenvalues)
+    assert np.isnan(detail["flatness"]) and not detail["applicable"] and reason in detail["reason"]
+    assert np.isnan(response_flatness(energy, eigenvalues))
+
+
+def test_whitening_summary_not_applicable_and_partly_applicable():
+    from firstlayer.analysis import whitening_frame, whitening_summary
+
+    def bank(dataset: str, lam: np.ndarray, seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        return pd.concat([pd.DataFrame({"dataset": dataset, "arch": "linear", "model": "linear", "labels": "true",
+                                        "seed": seed, "kernel_size": 3, "kind": "W", "step": step,
+                                        "component": np.arange(1, 28), "eigenvalue": lam,
+                                        "energy": rng.uniform(0.5, 1.5, 27)}) for step in (0, 10)])  # fmt: skip
+
+    full, one = np.geomspace(1, 0.01, 27), np.r_[1.0, np.zeros(26)]
+    energy = pd.concat([bank("flat", one, 0), bank("flat", one, 1), bank("mixed", full, 0), bank("mixed", one, 1)])
+    s = whitening_summary(whitening_frame(energy)).set_index("dataset")
+    flat, mixed = s.loc["flat"], s.loc["mixed"]
+    assert not flat["applicable"] and flat["n_seeds"] == 0 and np.isnan(flat["fraction_flatter_than_init"])
+    assert np.isnan(flat["data"]) and flat["rank"] == 1 and "span 1 of 27" in flat["reason"]
+    assert mixed["applicable"] and mixed["n_seeds"] == 1 and mixed["rank"] == 1 and mixed["components"] == 27
+    assert mixed["reason"].startswith("1 of 2 runs not applicable: the patches span 1 of 27")
+
+
 # ------------------------------------------------------------------------ label information
 
 

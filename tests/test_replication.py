@@ -110,6 +110,45 @@ def test_frozen_control_at_chance_is_not_informative():
     assert replication_table(**t).query("claim.str.contains('frozen')").iloc[0]["holds"] is True
 
 
+def whitening_summary_row(dataset: str, **kw) -> dict:
+    base = {"dataset": dataset, "arch": "linear", "labels": "true", "n_seeds": 2, "data": 0.3, "init": 0.3,
+            "trained": 0.6, "fraction_flatter_than_init": 1.0, "components": 27, "rank": 27, "applicable": True,
+            "reason": ""}  # fmt: skip
+    return {**base, **kw}
+
+
+def test_whitening_not_applicable_says_why_instead_of_a_verdict():
+    why = "the patches span 1 of 3 components (fewer than 2): nothing to judge"
+    t = tables()
+    grey = whitening_summary_row("grey", n_seeds=0, data=np.nan, init=np.nan, trained=np.nan,
+                                 fraction_flatter_than_init=np.nan, components=3, rank=1, applicable=False,
+                                 reason=why)  # fmt: skip
+    t["whitening"] = pd.DataFrame([grey])
+    table = replication_table(**t)
+    row = table[table.claim.str.contains("flatter")].iloc[0]
+    assert row["measured"] == f"not applicable: dataset grey: {why}"
+    assert row["holds"] is None and np.isnan(row["value"]) and "0.000" not in row["measured"]
+    line = next(x for x in to_markdown(table).splitlines() if "flatter" in x)
+    assert "not applicable: dataset grey" in line and line.endswith("| not run |")
+
+
+def test_whitening_judged_on_the_applicable_datasets_only():
+    t = tables()
+    t["whitening"] = pd.DataFrame([
+        whitening_summary_row("grey", n_seeds=0, data=np.nan, init=np.nan, trained=np.nan,
+                              fraction_flatter_than_init=np.nan, rank=1, applicable=False, reason="too small"),
+        whitening_summary_row("photos", fraction_flatter_than_init=0.5),
+        whitening_summary_row("mono", rank=9, data=0.5, init=0.5, trained=0.7),
+    ])  # fmt: skip
+    row = replication_table(**t).query("claim.str.contains('flatter')").iloc[0]
+    assert row["value"] == 0.75 and row["holds"] is False  # (0.5 * 2 + 1.0 * 2) / 4 runs, grey not counted
+    assert row["measured"].startswith("flatness data 0.400, init 0.400, trained 0.650; 75% of runs flatter")
+    assert "(over the data's span: dataset mono rank 9 of 27 components)" in row["measured"]
+    assert row["measured"].endswith("; not applicable on dataset grey: too small")
+    full = replication_table(**tables()).query("claim.str.contains('flatter')").iloc[0]
+    assert full["measured"] == "flatness data 0.300, init 0.300, trained 0.600; 100% of runs flatter than init"
+
+
 def test_tau_that_falls_back_fails_the_claim():
     t = tables()
     fits = t["fits"]

@@ -231,22 +231,62 @@ def profile_contrast(profiles: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------ whitening (docs/method.md, Whitening)
 
+#: Relative eigenvalue tolerance of the data's span: components with eigenvalue below RANK_TOLERANCE x the
+#: largest are outside it. Rounding in a float64 covariance and eigh leaves a zero direction at ~d·eps ≈ 1e-16 to
+#: 1e-13 of the largest (d ≤ a few hundred); 1e-10 clears that by ≥ 1000x and stays 1e5x below the photos' smallest
+#: genuine eigenvalue (~1e-5 of the largest).
+RANK_TOLERANCE = 1e-10
+#: Fewest spanned components for a flatness to say anything: over one component it is 1 whatever the filters.
+MIN_RANK = 2
+
+
+def data_span(eigenvalues: np.ndarray, tol: float = RANK_TOLERANCE) -> np.ndarray:
+    """Boolean mask of the components inside the data's span: eigenvalue >= tol x the largest, and above 0
+    (all False when the patches have no variance or the eigenvalues are not finite)."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    if lam.size == 0 or not np.all(np.isfinite(lam)) or lam.max() <= 0:
+        return np.zeros(lam.shape, dtype=bool)
+    return lam >= tol * lam.max()
+
+
+def flatness_detail(energy: np.ndarray, eigenvalues: np.ndarray, tol: float = RANK_TOLERANCE) -> dict:
+    """Response flatness over the data's span, with how it was measured: flatness (NaN when not applicable),
+    components (all of the profile), rank (those in the span, the ones used), applicable and reason ('' if so)."""
+    e = np.asarray(energy, dtype=np.float64)
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    span = data_span(lam, tol)
+    rank, d = int(span.sum()), int(lam.size)
+
+    def out(flatness: float, reason: str = "") -> dict:
+        return {"flatness": flatness, "components": d, "rank": rank, "applicable": not reason, "reason": reason}
+
+    if not np.all(np.isfinite(lam)):
+        return out(np.nan, "non-finite eigenvalues")
+    if rank == 0:
+        return out(np.nan, f"the patches have no variance (0 of {d} components)")
+    if rank < MIN_RANK:
+        return out(np.nan, f"the patches span {rank} of {d} components (fewer than {MIN_RANK}): nothing to judge")
+    r2 = e[span] ** 2 * lam[span]
+    if not np.all(np.isfinite(r2)):
+        return out(np.nan, "non-finite energy in the data's span")
+    if np.all(r2 == 0):
+        return out(np.nan, "the filters have no energy in the data's span")
+    if np.any(r2 == 0):
+        return out(0.0)  # a spanned direction the bank ignores: the response is as far from white as it gets
+    return out(float(np.exp(np.mean(np.log(r2))) / np.mean(r2)))
+
 
 def response_flatness(energy: np.ndarray, eigenvalues: np.ndarray) -> float:
-    """Flatness of the response profile r_i = e_i * sigma_i: geometric over arithmetic mean of r_i^2 (1 = white).
-    Eigenvalues below 1e-12 of the largest are floored there (a zero direction would make any bank non-white)."""
-    lam = np.asarray(eigenvalues, dtype=np.float64)
-    lam = np.maximum(lam, lam.max() * 1e-12)
-    r2 = np.asarray(energy, dtype=np.float64) ** 2 * lam
-    if np.any(r2 <= 0):
-        return 0.0
-    return float(np.exp(np.mean(np.log(r2))) / np.mean(r2))
+    """Flatness of the response profile r_i = e_i * sigma_i over the data's span (eigenvalue >= RANK_TOLERANCE x
+    the largest): geometric over arithmetic mean of r_i^2 (1 = white); NaN where not applicable (see
+    ``flatness_detail``)."""
+    return flatness_detail(energy, eigenvalues)["flatness"]
 
 
 def whitening_frame(energy: pd.DataFrame, keys: Sequence[str] = WHITENING_KEYS) -> pd.DataFrame:
     """Tidy energy -> response flatness per bank (rows grouped by ``keys``): of the data alone (a flat e, so
     r_i^2 = lambda_i; stage 'data'), of W0 (stage 'init', step 0) and of W at every later snapshot (stage
-    'trained'), with 'final' marking the last step."""
+    'trained'), with 'final' marking the last step; each row with components, rank, applicable and reason."""
     rows = []
     keys = list(keys)
     w = energy[energy["kind"] == "W"]
@@ -259,27 +299,46 @@ def whitening_frame(energy: pd.DataFrame, keys: Sequence[str] = WHITENING_KEYS) 
             lam = s["eigenvalue"].to_numpy()
             if first:
                 rows.append({**base, "stage": "data", "step": -1, "final": False,
-                             "flatness": response_flatness(np.ones_like(lam), lam)})  # fmt: skip
+                             **flatness_detail(np.ones_like(lam), lam)})  # fmt: skip
                 first = False
             rows.append({**base, "stage": "init" if step == 0 else "trained", "step": int(step),
-                         "final": bool(step == last),
-                         "flatness": response_flatness(s["energy"].to_numpy(), lam)})  # fmt: skip
+                         "final": bool(step == last), **flatness_detail(s["energy"].to_numpy(), lam)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
+def _applicable(whitening: pd.DataFrame) -> pd.Series:
+    """Rows whose flatness is defined (tables without an 'applicable' column: those with a finite flatness)."""
+    ok = whitening["flatness"].notna()
+    if "applicable" in whitening:
+        ok &= whitening["applicable"].astype(bool)
+    return ok
+
+
 def whitening_summary(whitening: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, arch, labels): flatness of the data, of W0 and of the final W (means over seeds), and the
-    fraction of runs whose final W is flatter than their W0."""
+    """Per (dataset, arch, labels): flatness of the data, of W0 and of the final W (means over the seeds where it is
+    applicable), the fraction of runs whose final W is flatter than their W0, components and rank (the fewest
+    over runs); not applicable, with the reason, when no run has both an applicable W0 and final W."""
     rows = []
     for (dataset, arch, labels), g in whitening.groupby(["dataset", "arch", "labels"], sort=True):
-        init = g[g.stage == "init"].set_index("seed")["flatness"]
-        final = g[(g.stage == "trained") & g.final].set_index("seed")["flatness"]
+        ok = _applicable(g)
+        judged = g[ok]
+        init = judged[judged.stage == "init"].set_index("seed")["flatness"]
+        final = judged[(judged.stage == "trained") & judged.final].set_index("seed")["flatness"]
         common = init.index.intersection(final.index)
+        reasons = sorted(set(g.loc[~ok, "reason"]) - {""}) if "reason" in g else []
+        if not len(common):
+            reasons = reasons or ["no run has both an initial and a final W"]
+        elif reasons:
+            runs = g.loc[~ok, "seed"].nunique()
+            reasons = [f"{runs} of {g['seed'].nunique()} runs not applicable: {'; '.join(reasons)}"]
         rows.append({
             "dataset": dataset, "arch": arch, "labels": labels, "n_seeds": len(common),
-            "data": float(g[g.stage == "data"]["flatness"].mean()), "init": float(init.mean()),
+            "data": float(judged[judged.stage == "data"]["flatness"].mean()), "init": float(init.mean()),
             "trained": float(final.mean()),
             "fraction_flatter_than_init": float((final[common] > init[common]).mean()) if len(common) else np.nan,
+            "components": int(g["components"].max()) if "components" in g else np.nan,
+            "rank": int(g["rank"].min()) if "rank" in g else np.nan,
+            "applicable": bool(len(common)), "reason": "; ".join(reasons),
         })  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -369,7 +369,25 @@ def tau_growth_rows(runs: pd.DataFrame, paper: str) -> list[dict]:
     return rows
 
 
+def _whitening_judged(summary: pd.DataFrame) -> pd.Series:
+    """Summary rows whose verdict is defined: applicable (tables without the column: assumed) with a run to judge."""
+    ok = (summary["n_seeds"] > 0) & summary["fraction_flatter_than_init"].notna()
+    if "applicable" in summary:
+        ok &= summary["applicable"].astype(bool)
+    return ok
+
+
+def _whitening_reasons(rows: pd.DataFrame) -> str:
+    """Why these summary rows are not judged, one entry per dataset and reason."""
+    reason = rows["reason"] if "reason" in rows else pd.Series("", index=rows.index)
+    reason = reason.where(reason.astype(bool), "no run has both an initial and a final W")
+    pairs = dict.fromkeys(zip(rows["dataset"], reason, strict=True))
+    return "; ".join(f"dataset {d}: {r}" for d, r in pairs)
+
+
 def whitening_rows(summary: pd.DataFrame) -> list[dict]:
+    """Per architecture: is the final W flatter than W0 in every true- and random-label run; 'not applicable:
+    <reason>' (holds None) where the data's span leaves nothing to judge (docs/method.md, Whitening)."""
     paper = "as training goes on the first layer tends to whiten its input patches (§4-5)"
     name = "training makes the response flatter than at init"
     crit = "final W flatter (geometric / arithmetic mean of r_i^2) than W0 in every run"
@@ -378,19 +396,26 @@ def whitening_rows(summary: pd.DataFrame) -> list[dict]:
         return [_not_run(name, paper, crit, "no trained runs")]
     rows = []
     for arch, g in learning.groupby("arch", sort=True):
-        frac = float((g["fraction_flatter_than_init"] * g["n_seeds"]).sum() / g["n_seeds"].sum())
-        rows.append(
-            _row(
-                name,
-                paper,
-                f"arch {arch}",
-                f"flatness data {g['data'].mean():.3f}, init {g['init'].mean():.3f}, trained "
-                f"{g['trained'].mean():.3f}; {frac:.0%} of runs flatter than init",
-                frac,
-                crit,
-                bool(frac == 1.0),
-            )
+        ok = _whitening_judged(g)
+        judged, skipped = g[ok], g[~ok]
+        if judged.empty:
+            measured = f"not applicable: {_whitening_reasons(skipped)}"
+            rows.append(_row(name, paper, f"arch {arch}", measured, np.nan, crit, None))
+            continue
+        frac = float((judged["fraction_flatter_than_init"] * judged["n_seeds"]).sum() / judged["n_seeds"].sum())
+        measured = (
+            f"flatness data {judged['data'].mean():.3f}, init {judged['init'].mean():.3f}, trained "
+            f"{judged['trained'].mean():.3f}; {frac:.0%} of runs flatter than init"
         )
+        if "rank" in judged:
+            deficient = judged[judged["rank"] < judged["components"]]
+            spans = dict.fromkeys(zip(deficient["dataset"], deficient["rank"], deficient["components"], strict=True))
+            if spans:
+                named = ", ".join(f"dataset {d} rank {r} of {c} components" for d, r, c in spans)
+                measured += f" (over the data's span: {named})"
+        if not skipped.empty:
+            measured += f"; not applicable on {_whitening_reasons(skipped)}"
+        rows.append(_row(name, paper, f"arch {arch}", measured, frac, crit, bool(frac == 1.0)))
     return rows
 
 
