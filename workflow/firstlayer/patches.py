@@ -59,6 +59,13 @@ PIXEL_OFFSET = 128
 MAX_IMAGES_PER_CHUNK = 1024
 
 
+#: Bytes of float32 row products held at once: the whole image's when they fit (summed over up to 1024 images
+#: before the window sums, as fast as it gets), else a band of rows that is window-summed after each chunk.
+PRODUCT_BYTES = 64 << 20
+#: Bytes of each smaller working buffer: the float32 image tile fed to the GEMMs and the float64 window-sum pass.
+BUFFER_BYTES = 16 << 20
+
+
 def _column_block(kernel_size: int) -> int:
     """Columns per GEMM block (measured on a 2-core EPYC at 32x32): the halo of 2(k-1) columns makes wide blocks
     waste products, narrow ones make small GEMMs."""
@@ -91,6 +98,161 @@ def _checked_images(images: np.ndarray | torch.Tensor, k: int, images_per_chunk:
     return images
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Shapes of the row-product GEMMs: column blocks of b columns against a halo of bh = b + 2(k-1) columns."""
+
+    k: int
+    c: int
+    h: int
+    w: int
+
+    @property
+    def b(self) -> int:
+        return min(_column_block(self.k), self.w)
+
+    @property
+    def nb(self) -> int:
+        return -(-self.w // self.b)
+
+    @property
+    def wp(self) -> int:
+        return self.nb * self.b
+
+    @property
+    def bh(self) -> int:
+        return self.b + 2 * (self.k - 1)
+
+    def product_shape(self, rows: int) -> tuple[int, int, int, int]:
+        """(row offset di, position block, b*c, bh*c) products of `rows` image rows."""
+        return (self.k, rows * self.nb, self.b * self.c, self.bh * self.c)
+
+
+class _Tile:
+    """Image rows [u0, u1 + k - 1) of a chunk in float32 pixel-minus-128, laid out (row, column, channel, image)
+    inside a zero margin, so that each block's own columns and its halo are strided views for batched GEMMs."""
+
+    def __init__(self, lay: _Layout, rows: int, images: int, device: torch.device):
+        self.lay, self.rows = lay, rows
+        size = (2 * (lay.k - 1) + (rows + lay.k - 1) * lay.wp) * lay.c * images
+        self.buf = torch.zeros(size, device=device)
+        self.shifted = torch.empty((rows + lay.k - 1) * lay.w * lay.c * images, dtype=torch.uint8, device=device)
+        self.m = images
+
+    def load(self, x: torch.Tensor, u0: int, u1: int) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Chunk `x` (m, c, h, w) uint8, own rows [u0, u1) -> own (blocks, b*c, m), halos (blocks, m, bh*c) per
+        row offset, and the own rows' pixels (u1 - u0, wp, c, m)."""
+        lay, m = self.lay, x.shape[0]
+        k, c, wp = lay.k, lay.c, lay.wp
+        front, span = (k - 1) * c * m, (self.rows + k - 1) * wp * c * m
+        if m != self.m:  # a smaller last chunk reuses the storage: clear what the larger layout left behind
+            self.buf[: 2 * front + span].zero_()
+            self.m = m
+        region = self.buf[front : front + span].view(self.rows + k - 1, wp, c, m)
+        stop = min(lay.h, u1 + k - 1)
+        shifted = self.shifted[: (stop - u0) * lay.w * c * m].view(stop - u0, lay.w, c, m)
+        torch.bitwise_xor(x[:, :, u0:stop].permute(2, 3, 1, 0), PIXEL_OFFSET, out=shifted)  # x ^ 0x80 as int8: x - 128
+        region[: stop - u0, : lay.w].copy_(shifted.view(torch.int8))
+        region[stop - u0 :].zero_()  # rows below the image
+        block, blocks = lay.b * c * m, (u1 - u0) * lay.nb
+        own = self.buf.as_strided((blocks, lay.b * c, m), (block, m, 1), front)
+        halos = [
+            self.buf.as_strided((blocks, lay.bh * c, m), (block, m, 1), front + (di * wp - (k - 1)) * c * m).mT
+            for di in range(k)
+        ]
+        return own, halos, region[: u1 - u0]
+
+
+def _edges(size: int, k: int) -> np.ndarray:
+    """Sorted cell edges along an axis: every k x k window's rows (or columns) are [e_i, e_j) for two edges."""
+    return np.unique(np.r_[np.arange(k), np.arange(size - k + 1, size + 1)])
+
+
+def _interior(size: int, k: int) -> tuple[int, int]:
+    """The one cell [lo, hi) of several rows (columns) between the edges; every other row is a cell of its own.
+    lo == hi where there is none (size < 2k): then every row is its own cell."""
+    lo, hi = k - 1, size - k + 1
+    return (lo, hi) if hi - lo >= 2 else (lo, lo)
+
+
+class _WindowSums:
+    """float64 sums of the row products over cells between window edges: the k - 1 border rows and columns one by
+    one, the interior as one cell, so memory does not grow with the image (docs/method.md, Patch statistics)."""
+
+    def __init__(self, lay: _Layout, device: torch.device):
+        self.lay = lay
+        k, c = lay.k, lay.c
+        self.row_edges, self.col_edges = _edges(lay.h, k), _edges(lay.w, k)
+        self.rows, self.cols = _interior(lay.h, k), _interior(lay.w, k)
+        shape = (k, len(self.row_edges) - 1, len(self.col_edges) - 1, c, 2 * k - 1, c)  # di row col c1 t c2
+        self.sums = torch.zeros(shape, dtype=torch.float64, device=device)
+        row_bytes = 8 * k * lay.wp * c * (2 * k - 1) * c
+        self.step = max(1, min(lay.h, BUFFER_BYTES // row_bytes))
+        self.work = torch.empty(k, self.step, lay.wp, c, 2 * k - 1, c, dtype=torch.float64, device=device)
+
+    def add(self, products: torch.Tensor, u0: int) -> None:
+        """Add float32 products (k, rows * nb, b*c, bh*c) of image rows [u0, u0 + rows), exact integers."""
+        lay = self.lay
+        k, c, b, nb = lay.k, lay.c, lay.b, lay.nb
+        rows = products.shape[1] // nb
+        s0, s1 = products.stride(0), products.stride(1)
+        (top, bottom), (left, right) = self.rows, self.cols
+        shrink = max(bottom - top - 1, 0)  # rows below the interior sit this many cells up
+        for a in range(u0, u0 + rows, self.step):
+            r = min(self.step, u0 + rows - a)
+            # x[c1, u, v] * x[c2, u + di, v + t - (k - 1)]: the diagonal of each block's (b*c, bh*c) products
+            strides = (s0, nb * s1, s1, (lay.bh * c + 1) * c, lay.bh * c, c, 1)
+            offset = products.storage_offset() + (a - u0) * nb * s1
+            diag = products.as_strided((k, r, nb, b, c, 2 * k - 1, c), strides, offset)
+            work = self.work[:, :r]
+            work.view(k, r, nb, b, c, 2 * k - 1, c).copy_(diag)  # float64 from here: sums over positions stay exact
+            cells = work[:, :, : lay.w]
+            if right > left:
+                inner = cells[:, :, left:right].sum(2, keepdim=True)
+                cells = torch.cat([cells[:, :, :left], inner, cells[:, :, right:]], 2)
+            for lo, hi in ((a, min(a + r, top)), (max(a, bottom), a + r)):  # border rows
+                if lo < hi:
+                    cell = lo if lo < top else lo - shrink
+                    self.sums[:, cell : cell + hi - lo] += cells[:, lo - a : hi - a]
+            lo, hi = max(a, top), min(a + r, bottom)
+            if lo < hi:
+                self.sums[:, top] += cells[:, lo - a : hi - a].sum(1)
+
+    def moments(self, pixels: np.ndarray, n: int) -> tuple[PatchMoments, PatchMoments]:
+        """Pixel sums (c, h, w) and the cell sums -> moments of all k x k patches and of all pixels."""
+        lay = self.lay
+        k, c, h, w = lay.k, lay.c, lay.h, lay.w
+        sums = self.sums.cpu().numpy()  # summed in place below: call once
+        # prefix[di, I, J] = sum over rows < row_edges[I] and columns < col_edges[J]
+        prefix = np.zeros((k, sums.shape[1] + 1, sums.shape[2] + 1, *sums.shape[3:]))
+        np.cumsum(np.cumsum(sums, 1, out=sums), 2, out=prefix[:, 1:, 1:])
+        row_at, col_at = np.zeros(h + 1, dtype=int), np.zeros(w + 1, dtype=int)
+        row_at[self.row_edges], col_at[self.col_edges] = np.arange(len(self.row_edges)), np.arange(len(self.col_edges))
+        oh, ow = h - k + 1, w - k + 1
+        # patch entry index -> (channel, row, column), the order of conv.weight.flatten(1)
+        ch, ri, ci = (g.ravel() for g in np.meshgrid(np.arange(c), np.arange(k), np.arange(k), indexing="ij"))
+        a_c, a_i, a_j = ch[:, None], ri[:, None], ci[:, None]
+        b_c, b_i, b_j = ch[None, :], ri[None, :], ci[None, :]
+        swap = b_i < a_i  # entries with the second row above the first: use the symmetric pair
+        c1, c2 = np.where(swap, b_c, a_c), np.where(swap, a_c, b_c)
+        i1, i2 = np.where(swap, b_i, a_i), np.where(swap, a_i, b_i)
+        j1, j2 = np.where(swap, b_j, a_j), np.where(swap, a_j, b_j)
+        index = (i2 - i1, c1, j2 - j1 + k - 1, c2)
+        top, bottom, left, right = row_at[i1], row_at[i1 + oh], col_at[j1], col_at[j1 + ow]
+        at = prefix.transpose(0, 3, 4, 5, 1, 2)  # di c1 t c2 I J
+        outer = (
+            at[(*index, bottom, right)]
+            - at[(*index, top, right)]
+            - at[(*index, bottom, left)]
+            + at[(*index, top, left)]
+        )
+        total = _rect_sums(_prefix2d(pixels), (ch,), ri, ci, oh, ow)
+        patch = PatchMoments(n * oh * ow, total, (outer + outer.T) / 2)
+        squares = prefix[0, -1, -1, :, k - 1]  # offset (0, 0): x[c1, u, v] * x[c2, u, v] over all pixels
+        pixel = PatchMoments(n * h * w, pixels.sum((1, 2)), (squares + squares.T) / 2)
+        return patch, pixel
+
+
 def raw_moments(
     images: np.ndarray | torch.Tensor,
     kernel_size: int,
@@ -100,61 +262,62 @@ def raw_moments(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[PatchMoments, PatchMoments]:
     """(n, c, h, w) uint8 images -> exact moments of all k x k patches and of all pixels (for the channel mean and
-    std), in pixel units minus 128, from row-product GEMMs (docs/method.md, Patch statistics)."""
+    std), in pixel units minus 128, from row-product GEMMs (docs/method.md, Patch statistics).
+
+    Memory is bounded by PRODUCT_BYTES and BUFFER_BYTES (plus a chunk of images on a GPU), whatever the number and
+    size of the images: rows are processed in bands, and the window sums keep only cells between window edges."""
     images = _checked_images(images, kernel_size, images_per_chunk)
     n, c, h, w = images.shape
-    k = kernel_size
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    b = min(_column_block(k), w)
-    nb = -(-w // b)
-    wp, bh = nb * b, b + 2 * (k - 1)
-    # float32 sums of at most MAX_IMAGES_PER_CHUNK images (exact), flushed into float64
-    rows32 = torch.zeros(k, h * nb, b * c, bh * c, device=device)
-    pixels32 = torch.zeros(h * wp * c, device=device)
-    rows = torch.zeros(rows32.shape, dtype=torch.float64, device=device)
+    lay = _Layout(kernel_size, c, h, w)
+    k = lay.k
+    row_bytes = 4 * int(np.prod(lay.product_shape(1)))
+    whole = h * row_bytes <= PRODUCT_BYTES  # products of all rows fit: sum them over chunks before window sums
+    band = h if whole else max(1, PRODUCT_BYTES // row_bytes)
+    chunk = max(1, min(n, images_per_chunk))
+    rows = max(1, min(band, BUFFER_BYTES // (4 * lay.wp * c * chunk) - (k - 1)))  # image rows per tile
+    tile, sums = _Tile(lay, rows, chunk, device), _WindowSums(lay, device)
+    # float32 sums of at most MAX_IMAGES_PER_CHUNK images (exact), flushed into float64; else one tile's rows
+    shape = lay.product_shape(h if whole else rows)
+    products = torch.zeros(shape, device=device) if whole else torch.empty(shape, device=device)
+    pixels32 = torch.zeros(h, lay.wp, c, device=device)
     pixels = torch.zeros(pixels32.shape, dtype=torch.float64, device=device)
-    pending, buffers = 0, {}
+    pending = 0
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")  # no TF32 on GPUs: products must stay exact
     try:
         for start in range(0, n, images_per_chunk):
             x = images[start : start + images_per_chunk].to(device)
-            m = x.shape[0]
-            if pending + m > MAX_IMAGES_PER_CHUNK:
-                rows += rows32
+            if pending + x.shape[0] > MAX_IMAGES_PER_CHUNK:
+                if whole:
+                    sums.add(products, 0)
+                    products.zero_()
                 pixels += pixels32
-                rows32.zero_()
                 pixels32.zero_()
                 pending = 0
-            pending += m
-            # (row, column, channel, image) inside a zero margin, so a row block and its halo are strided views;
-            # halo products past a row's end are never used. x ^ 0x80 read as int8 is x - 128.
-            margin = (k * wp + bh) * c * m
-            if m not in buffers:
-                buffers[m] = (
-                    torch.zeros(h * wp * c * m + 2 * margin, device=device),
-                    torch.empty(h, w, c, m, dtype=torch.uint8, device=device),
-                )
-            buf, shifted = buffers[m]
-            region = buf[margin : margin + h * wp * c * m]
-            torch.bitwise_xor(x.permute(2, 3, 1, 0), PIXEL_OFFSET, out=shifted)
-            region.view(h, wp, c, m)[:, :w].copy_(shifted.view(torch.int8))
-            pixels32 += region.view(-1, m).sum(1)
-            block = b * c * m
-            own = buf.as_strided((h * nb, b * c, m), (block, m, 1), margin)
-            for di in range(k):
-                halo = buf.as_strided((h * nb, bh * c, m), (block, m, 1), margin + (di * wp - (k - 1)) * c * m)
-                rows32[di].baddbmm_(own, halo.transpose(1, 2))
+            pending += x.shape[0]
+            for u0 in range(0, h, rows):
+                u1 = min(h, u0 + rows)
+                own, halos, region = tile.load(x, u0, u1)
+                pixels32[u0:u1] += region.sum(-1)
+                if whole:
+                    for di, halo in enumerate(halos):
+                        products[di, u0 * lay.nb : u1 * lay.nb].baddbmm_(own, halo)
+                else:
+                    out = products[:, : (u1 - u0) * lay.nb]
+                    for di, halo in enumerate(halos):
+                        torch.bmm(own, halo, out=out[di])
+                    sums.add(out, u0)
             if progress is not None:
                 progress(min(start + images_per_chunk, n), n)
-        rows += rows32
+        if whole:
+            sums.add(products, 0)
         pixels += pixels32
     finally:
         torch.set_float32_matmul_precision(precision)
-    pixel_sums = pixels.cpu().numpy().reshape(h, wp, c).transpose(2, 0, 1)[..., :w]
-    return _window_sums(rows.cpu().numpy(), pixel_sums, n, k, b)
+    return sums.moments(pixels.cpu().numpy()[:, :w].transpose(2, 0, 1), n)
 
 
 def _rect_sums(prefix: np.ndarray, index: tuple, top: np.ndarray, left: np.ndarray, height: int, width: int):
@@ -174,34 +337,6 @@ def _prefix2d(a: np.ndarray) -> np.ndarray:
     out = np.zeros((*a.shape[:-2], a.shape[-2] + 1, a.shape[-1] + 1), dtype=np.float64)
     out[..., 1:, 1:] = a.cumsum(-2).cumsum(-1)
     return out
-
-
-def _window_sums(rows: np.ndarray, pixels: np.ndarray, n: int, k: int, b: int) -> tuple[PatchMoments, PatchMoments]:
-    """Row products (k, h*nb, b*c, bh*c) and pixel sums (c, h, w) -> moments of all k x k patches and pixels."""
-    c, h, w = pixels.shape
-    nb, bh = rows.shape[1] // h, b + 2 * (k - 1)
-    # prod[di, c1, c2, t, u, v] = sum over images of x[c1, u, v] * x[c2, u + di, v + t - (k - 1)]
-    r = rows.reshape(k, h, nb, b, c, bh, c).transpose(0, 4, 6, 1, 2, 3, 5)  # di c1 c2 u nb b bh
-    vl = np.arange(b)[:, None]
-    t = np.arange(2 * k - 1)[None, :]
-    prod = r[..., vl, vl + t]  # di c1 c2 u nb b (2k-1)
-    prod = prod.reshape(k, c, c, h, nb * b, 2 * k - 1)[:, :, :, :, :w].transpose(0, 1, 2, 5, 3, 4)
-    prefix = _prefix2d(prod)  # di c1 c2 t (h+1) (w+1)
-    oh, ow = h - k + 1, w - k + 1
-    # patch entry index -> (channel, row, column), the order of conv.weight.flatten(1)
-    ch, ri, ci = (g.ravel() for g in np.meshgrid(np.arange(c), np.arange(k), np.arange(k), indexing="ij"))
-    a_c, a_i, a_j = ch[:, None], ri[:, None], ci[:, None]
-    b_c, b_i, b_j = ch[None, :], ri[None, :], ci[None, :]
-    swap = b_i < a_i  # entries with the second row above the first: use the symmetric pair
-    c1, c2 = np.where(swap, b_c, a_c), np.where(swap, a_c, b_c)
-    i1, i2 = np.where(swap, b_i, a_i), np.where(swap, a_i, b_i)
-    j1, j2 = np.where(swap, b_j, a_j), np.where(swap, a_j, b_j)
-    outer = _rect_sums(prefix, (i2 - i1, c1, c2, j2 - j1 + k - 1), i1, j1, oh, ow)
-    total = _rect_sums(_prefix2d(pixels), (ch,), ri, ci, oh, ow)
-    patch = PatchMoments(n * oh * ow, total, (outer + outer.T) / 2)
-    squares = prod[0, :, :, k - 1].sum((-2, -1))  # offset (0, 0): x[c1, u, v] * x[c2, u, v] over all pixels
-    pixel = PatchMoments(n * h * w, pixels.sum((1, 2)), (squares + squares.T) / 2)
-    return patch, pixel
 
 
 def normalise_moments(raw: PatchMoments, mean: np.ndarray, std: np.ndarray) -> PatchMoments:
