@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from firstlayer.config import shard_bounds
-from firstlayer.datasets import EMBEDDED_PHOTOS, channel_stats, load_photo, rescale_photo
+from firstlayer.datasets import EMBEDDED_PHOTOS, channel_stats, load_photo, rescale_photo, shard_bounds
 from firstlayer.patches import (
     PatchMoments,
     moments_from_frames,

@@ -10,7 +10,14 @@ import torch
 import torchvision
 from torch import nn
 
-from firstlayer.checkpoints import CheckpointError, first_layer_key, read_checkpoint, state_dict_of, weight_key
+from firstlayer.checkpoints import (
+    CheckpointError,
+    first_layer_key,
+    read_checkpoint,
+    state_dict_of,
+    strip_wrappers,
+    weight_key,
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +119,12 @@ def test_a_checkpoint_alone_with_several_input_weights_asks_which() -> None:
     assert first_layer_key(two, "b") == "b.weight"
     with pytest.raises(CheckpointError, match="no 4-D weight with 3 input channels"):
         first_layer_key({"c.weight": torch.zeros(4, 4, 3, 3)})
+
+
+def test_wrapper_prefixes_are_stripped_with_the_module_versions(state) -> None:
+    """The state_dict of the wrapped model itself, its _metadata (module versions some modules read) kept."""
+    wrapped = OrderedDict(_prefixed(state, "module."))
+    wrapped._metadata = {"module": {"version": 1}, "module.conv1": {"version": 2}}
+    plain = strip_wrappers(wrapped)
+    assert list(plain) == list(state) and plain._metadata == {"": {"version": 1}, "conv1": {"version": 2}}
+    assert list(strip_wrappers({"model.a.weight": 1, "b.weight": 2})) == ["model.a.weight", "b.weight"]

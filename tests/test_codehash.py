@@ -3,61 +3,24 @@ moves with statements, not with comments or docstrings."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
+from helpers import measured_imports
 
-from firstlayer.codehash import code_hash, import_closure, source_digest
+from firstlayer.codehash import code_hash, config_hash, import_closure, source_digest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "workflow" / "scripts").glob("*.py"))
 #: Modules that profile first layers: training must not import them (an edit there never re-trains).
 PROFILING = {"firstlayer.energy", "firstlayer.theory", "firstlayer.analysis", "firstlayer.profile"}
 
-# In a child process per script (forked after the heavy libraries are imported once): run the script's top-level
-# import statements only (the rest reads `snakemake`) and list the firstlayer modules that end up in sys.modules.
-MEASURE = """
-import ast, json, os, sys
-import numpy, pandas, torch, torchvision, matplotlib, seaborn, scipy, sklearn, skimage  # noqa: F401
-result = {}
-for path in sys.argv[1:]:
-    read, write = os.pipe()
-    if os.fork() == 0:
-        try:
-            tree = ast.parse(open(path).read())
-            imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-            exec(compile(ast.Module(imports, []), path, "exec"), {"__name__": "__script__"})
-            os.write(write, json.dumps(sorted(m for m in sys.modules if m.startswith("firstlayer"))).encode())
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-        finally:
-            os._exit(0)
-    os.close(write)
-    chunks = []
-    while chunk := os.read(read, 1 << 16):
-        chunks.append(chunk)
-    os.wait()
-    result[path] = json.loads(b"".join(chunks))
-print(json.dumps(result))
-"""
-
 
 @pytest.fixture(scope="module")
 def imported() -> dict[str, set[str]]:
     """Per workflow script, the firstlayer modules its imports load, measured in a fresh interpreter."""
-    proc = subprocess.run(
-        [sys.executable, "-c", MEASURE, *map(str, SCRIPTS)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={"PYTHONPATH": str(REPO / "workflow"), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"},
-    )
-    assert proc.returncode == 0, proc.stderr
-    return {Path(path).name: set(modules) for path, modules in json.loads(proc.stdout).items()}
+    return measured_imports(SCRIPTS)
 
 
 def test_every_script_is_measured(imported: dict[str, set[str]]) -> None:
@@ -113,3 +76,13 @@ def test_the_schema_counts_where_config_is_imported() -> None:
     imports firstlayer.config."""
     script = REPO / "workflow" / "scripts" / "train.py"
     assert "firstlayer.config" in import_closure(script)
+
+
+def test_config_hash_is_stable_and_order_free():
+    a = config_hash({"x": 1, "y": [1, 2]})
+    assert a == config_hash({"y": [1, 2], "x": 1})
+    assert re.fullmatch(r"[0-9a-f]{12}", a)
+    assert a != config_hash({"x": 2, "y": [1, 2]})
+
+
+# ------------------------------------------------------------------------ training options

@@ -13,7 +13,6 @@ from firstlayer.config import (
     ConfigError,
     Run,
     TrainJob,
-    config_hash,
     expand_grid,
     iter_datasets,
     kernel_sizes,
@@ -295,16 +294,6 @@ def test_kernel_sizes_per_dataset(minimal):
 def test_iter_datasets_only_used(minimal):
     config = validate_config(minimal)
     assert list(iter_datasets(config)) == ["a"]
-
-
-def test_config_hash_is_stable_and_order_free():
-    a = config_hash({"x": 1, "y": [1, 2]})
-    assert a == config_hash({"y": [1, 2], "x": 1})
-    assert re.fullmatch(r"[0-9a-f]{12}", a)
-    assert a != config_hash({"x": 2, "y": [1, 2]})
-
-
-# ------------------------------------------------------------------------ training options
 
 
 def test_frozen_label_mode_and_new_architecture_defaults(minimal):

@@ -501,7 +501,8 @@ def test_channel_stats_exact():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(37, 3, 9, 11), dtype=np.uint8)
     images[:, 2] //= 4  # distinct channel statistics
-    mean, std = D.channel_stats(images, chunk=5)
+    mean, std = D.channel_stats(images, chunk_bytes=5 * images[0].nbytes)  # several blocks, the last one short
+    assert [v.tolist() for v in D.channel_stats(images)] == [mean.tolist(), std.tolist()]  # blocks change no bit
     x = images.astype(np.float64) / 255.0
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2, 3)), rtol=1e-13, atol=0)
     np.testing.assert_allclose(std, x.std(axis=(0, 2, 3)), rtol=1e-12, atol=0)

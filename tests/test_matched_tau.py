@@ -20,6 +20,7 @@ from firstlayer.analysis import (
     snapshot_profiles,
     tau_distance,
 )
+from firstlayer.io import Stamp, write_table
 from firstlayer.replication import HIGH, consistency_rows
 from firstlayer.theory import formula_profile
 
@@ -135,19 +136,20 @@ def test_the_rule_script_writes_the_three_tables(tmp_path: Path) -> None:
     """workflow/scripts/matched_tau.py with a stand-in ``snakemake``: tables with provenance, one summary row per
     relation and architecture."""
     energy, fits = synthetic()
-    fits["config_hash"] = "abc"
     pairs = pairwise_consistency(final_profiles(energy))
     for name, table in (("energy", energy), ("fits", fits), ("pairs", pairs)):
-        table.to_parquet(tmp_path / f"{name}.parquet")
+        write_table(table, tmp_path / f"{name}.parquet", Stamp("abc", "c0de", name))
     out = {name: str(tmp_path / f"out_{name}.parquet") for name in ("matched", "summary", "distances")}
     snakemake = SimpleNamespace(
         input=SimpleNamespace(**{name: str(tmp_path / f"{name}.parquet") for name in ("energy", "fits", "pairs")}),
         output=SimpleNamespace(**out),
         log=[str(tmp_path / "matched_tau.log")],
-        params=SimpleNamespace(analysis={"bootstrap": 50, "confidence": 0.9}),
+        params=SimpleNamespace(analysis={"bootstrap": 50, "confidence": 0.9}, code="c0de"),
+        rule="matched_tau",
     )
     runpy.run_path(str(REPO / "workflow" / "scripts" / "matched_tau.py"), init_globals={"snakemake": snakemake})
     matched, summary = pd.read_parquet(out["matched"]), pd.read_parquet(out["summary"])
     assert len(matched) == len(pairs[pairs.kind == "W-W0"]) and matched["config_hash"].nunique() == 1
+    assert set(matched["made_by"]) == {"matched_tau"} and set(summary["code_hash"]) == set(matched["code_hash"])
     assert set(summary.relation) == set(matched.relation) and (summary["n_boot"] == 50).all()
     assert len(pd.read_parquet(out["distances"])) == len(matched) * len(STEPS) ** 2

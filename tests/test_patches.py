@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from firstlayer.config import shard_bounds
-from firstlayer.datasets import channel_stats
-from firstlayer.energy import pca_basis
+from firstlayer.datasets import channel_stats, shard_bounds
+from firstlayer.io import pca_basis
 from firstlayer.patches import (
     MAX_IMAGES_PER_CHUNK,
     PIXEL_OFFSET,

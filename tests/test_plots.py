@@ -17,6 +17,7 @@ import pytest
 
 from firstlayer import plots
 from firstlayer.analysis import RUN_KEYS
+from firstlayer.io import Stamp, write_table
 from firstlayer.theory import formula_profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -444,10 +445,10 @@ def test_the_plot_script_draws_a_figure_from_its_named_tables(tmp_path: Path) ->
     passed to the plot function by name with the options; it writes the PNG and the SVG."""
     energy = synthetic_energy(run_grid([("d", "linear", "true", 3)]))
     fits = synthetic_fits(energy)
-    energy.to_parquet(tmp_path / "energy.parquet")
+    write_table(energy, tmp_path / "energy.parquet", Stamp("s", "c", "collect_energy"))
     halves = [fits.iloc[: len(fits) // 2], fits.iloc[len(fits) // 2 :]]
     for i, half in enumerate(halves):
-        half.to_parquet(tmp_path / f"fits{i}.parquet")
+        write_table(half, tmp_path / f"fits{i}.parquet", Stamp("s", "c", "fit_formula"))
     snakemake = SimpleNamespace(
         input={
             "energy": str(tmp_path / "energy.parquet"),

@@ -209,8 +209,11 @@ def test_legacy_checkpoint_format_and_wrong_checkpoints(tmp_path, resnet18_state
         load_first_layer(bad, "resnet18")
 
 
-def test_input_normalisation_is_the_weights_preprocessing():
-    mean, std = input_normalisation("vgg16", "IMAGENET1K_V1")
+def test_input_normalisation_is_the_weights_preprocessing(tmp_path, resnet18_state):
+    """ResNet-18 feeds its input to conv1 as it is: conv1 sees the weights' own preprocessing (GoogLeNet's and
+    Inception-v3's networks re-normalise it: tests/faults/test_fault_profile.py)."""
+    torch.save(resnet18_state, tmp_path / "r18.pth")
+    mean, std = input_normalisation("resnet18", "IMAGENET1K_V1", tmp_path / "r18.pth")
     np.testing.assert_allclose(mean, IMAGENET_MEAN)
     np.testing.assert_allclose(std, IMAGENET_STD)
     with pytest.raises(ValueError, match=r"resnet18 has no weights 'IMAGENET1K_V9'.*IMAGENET1K_V1"):

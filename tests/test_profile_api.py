@@ -18,7 +18,6 @@ from torch import nn
 import firstlayer
 from firstlayer.analysis import whitening_frame
 from firstlayer.checkpoints import CheckpointError
-from firstlayer.config import shard_bounds
 from firstlayer.datasets import (
     EMBEDDED_PRESETS,
     DatasetError,
@@ -26,10 +25,11 @@ from firstlayer.datasets import (
     make_embedded_dataset,
     normalisation_frame,
     normalisation_values,
+    shard_bounds,
 )
 from firstlayer.discovery import FirstLayerError
-from firstlayer.energy import energy_table, pca_basis, snapshot_arrays
-from firstlayer.io import save_dataset
+from firstlayer.energy import energy_table, snapshot_arrays
+from firstlayer.io import pca_basis, save_dataset
 from firstlayer.modelspec import LoadedModel
 from firstlayer.patches import (
     moments_from_frames,
@@ -266,3 +266,32 @@ def test_a_model_spec_string_is_built_at_random_init(images) -> None:
     assert profile.flatness("data") == profile.whitening.flatness.iloc[0]
     with pytest.raises(CheckpointError, match=r"checkpoint resnet99\.pt does not exist"):
         analyze("resnet99.pt", images, progress=False)
+
+
+def test_a_network_that_normalises_inside_is_profiled_as_its_first_layer_sees(images) -> None:
+    """A per-channel normalisation inside the network (a learned one: its buffers come with the weights) is found by
+    running the network, not by its name: the profile equals that of the bare layer at the composed mean and std."""
+
+    class Inside(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("shift", torch.zeros(1, 3, 1, 1))
+            self.register_buffer("gain", torch.ones(1, 3, 1, 1))
+            self.stem = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.stem((x - self.shift) * self.gain).mean((1, 2, 3))
+
+    trained = Inside()
+    trained.shift.copy_(torch.tensor([0.1, -0.2, 0.3]).view(1, 3, 1, 1))
+    trained.gain.copy_(torch.tensor([2.0, 0.5, 1.0]).view(1, 3, 1, 1))
+    mean, std = np.full(3, 0.5), np.full(3, 0.25)
+    loaded = LoadedModel("inside", Inside(), trained.state_dict(), "trained")  # the module itself at its init
+    profile = analyze(loaded, images, first_layer="stem", mean=mean, std=std, progress=False)
+    want_std = std / np.array([2.0, 0.5, 1.0])
+    want_mean = mean + np.array([0.1, -0.2, 0.3]) * std
+    np.testing.assert_allclose(profile.std, want_std, rtol=1e-6)
+    np.testing.assert_allclose(profile.mean, want_mean, rtol=1e-6)
+    assert "not the input's mean [0.5, 0.5, 0.5]" in profile.summary()
+    bare = analyze({"stem.weight": trained.stem.weight}, images, mean=want_mean, std=want_std, progress=False)
+    np.testing.assert_allclose(profile.energy.energy, bare.energy.energy, rtol=1e-6)

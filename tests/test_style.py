@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import workflow_rules
+
+from firstlayer.codehash import code_hash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,15 +45,6 @@ IMPLICIT_RESOURCES = {"_nodes", "_cores", "tmpdir"}
 PROFILES = ("local", "slurm")
 
 
-def workflow_rules() -> list:
-    """Every rule of the parsed workflow (default config): plain, checkpoint and generated (plot_<figure>) rules."""
-    from snakemake.api import OutputSettings, ResourceSettings, SnakemakeApi
-
-    with SnakemakeApi(OutputSettings(quiet=True)) as api:
-        workflow = api.workflow(resource_settings=ResourceSettings(), snakefile=REPO / "Snakefile", workdir=REPO)
-        return list(workflow._workflow.rules)
-
-
 def test_every_rule_declares_the_house_fields() -> None:
     rules = {rule.name: rule for rule in workflow_rules() if rule.name != "all"}
     # the parse sees the checkpoint and the rules generated from FIGURES, which a text search of the files missed
@@ -65,6 +59,16 @@ def test_every_rule_declares_the_house_fields() -> None:
         if name not in ("prepare_dataset", "collect_pretrained"):
             assert rule.input, f"rule {name} has no input"
         assert rule.output, f"rule {name} has no output"
+
+
+def test_every_rule_hashes_the_code_of_its_script() -> None:
+    """Each rule's `code` param is the code hash of the script it runs (common.smk's code(name) names the script a
+    second time, beside `script:`): a copy-pasted name would rerun a rule for another script's edits."""
+    for rule in workflow_rules():
+        if rule.name == "all":
+            continue
+        script = REPO / "workflow" / "rules" / rule.script
+        assert rule.params.code == code_hash(script), f"rule {rule.name}: code param is not {script.name}'s hash"
 
 
 def test_rules_write_no_default_valued_fields() -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,41 +9,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import SMOKE, planned_jobs, snakemake
 
 from firstlayer.precision import native_bfloat16
 
 REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "tests" / "configs" / "smoke.yaml"
 
 pytestmark = pytest.mark.e2e
-
-
-def snakemake(workdir: Path, *args: str, configfile: Path = SMOKE) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable, "-m", "snakemake",
-        "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir),
-        "--configfile", str(configfile),
-        "--cores", "2",
-        *args,
-    ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-
-
-def planned_jobs(output: str) -> list[tuple[str, str]]:
-    """(rule, wildcards) of every job a dry run lists."""
-    jobs, rule = [], None
-    for line in output.splitlines():
-        if m := re.match(r"^\s*(?:local)?rule (\w+):", line):  # group jobs indent their rules
-            if rule is not None:
-                jobs.append((rule, ""))
-            rule = m.group(1)
-        elif rule is not None and (m := re.match(r"^\s+wildcards: (.*)$", line)):
-            jobs.append((rule, m.group(1)))
-            rule = None
-    if rule is not None:
-        jobs.append((rule, ""))
-    return jobs
 
 
 def test_every_output_is_made(smoke_run: Path) -> None:

@@ -4,7 +4,6 @@ every few steps, an oversized batch is recorded, and every job runs the package 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import checkout
 
 from firstlayer.settings import TrainSettings
 from firstlayer.train import TrainingDiverged, init_model, train, train_seeds
@@ -92,17 +92,6 @@ TINY = {
     "grid": [{"datasets": ["tiny"], "architectures": ["lin"], "labels": ["true"], "seeds": [0]}],
     "training": {"device": "cpu", "log_every": 10},
 }  # fmt: skip
-
-
-def checkout(where: Path) -> Path:
-    """A copy of this checkout's workflow (what a second clone holds), without results."""
-    where.mkdir(parents=True)
-    shutil.copy2(REPO / "Snakefile", where / "Snakefile")
-    for name in ("workflow", "envs"):
-        shutil.copytree(
-            REPO / name, where / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-        )
-    return where
 
 
 def snakemake(clone: Path, config: dict, *targets: str) -> subprocess.CompletedProcess:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def state_dict_of(obj: Any, where: str = "the checkpoint") -> dict[str, torch.Tensor]:
+def state_dict_of(obj: Any, where: str = "the checkpoint") -> OrderedDict[str, torch.Tensor]:
     """A loaded checkpoint (any layout of the module docstring) -> its state_dict: {key: tensor}."""
     for _ in range(3):  # e.g. {"model": {"state_dict": {...}}}
         if _is_state_dict(obj) or not isinstance(obj, Mapping):
@@ -36,8 +37,10 @@ def state_dict_of(obj: Any, where: str = "the checkpoint") -> dict[str, torch.Te
             break
         obj = inner
     if isinstance(obj, Mapping):
-        tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        tensors = OrderedDict((str(k), v) for k, v in obj.items() if isinstance(v, torch.Tensor))
         if tensors:  # a Lightning state_dict may hold non-tensor extras beside its tensors
+            if hasattr(obj, "_metadata"):  # modules' versions, which some read when loading (torchvision's MNASNet)
+                tensors._metadata = obj._metadata
             return tensors
     keys = f" (top-level keys: {', '.join(map(str, list(obj)[:10]))})" if isinstance(obj, Mapping) else ""
     raise CheckpointError(
@@ -46,29 +49,74 @@ def state_dict_of(obj: Any, where: str = "the checkpoint") -> dict[str, torch.Te
     )
 
 
+#: The magic number that opens torch's legacy (pre-1.6, non-zip) serialization format, pickled as a LONG1.
+LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _is_legacy_torch_file(path: Path) -> bool:
+    """A file torch.save wrote with ``_use_new_zipfile_serialization=False`` (its magic number in the first bytes)."""
+    with path.open("rb") as f:
+        return LEGACY_MAGIC in f.read(64)
+
+
+def _unpickling_detail(error: Exception) -> str:
+    """torch's reason a weights_only load failed, without its generic preamble: 'Unsupported global: GLOBAL ...'."""
+    text = str(error).replace("\x1b[1m", "").replace("\x1b[0m", "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = [line for line in lines if "WeightsUnpickler error" in line or "Unsupported global" in line]
+    return (detail or lines or [type(error).__name__])[0].removeprefix("WeightsUnpickler error: ")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ModuleNotFoundError:
+        raise CheckpointError(f"{path} is a .safetensors file, which needs the safetensors package: "
+                              "pip install safetensors") from None  # fmt: skip
+    return load_file(path)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state_dict saved at `path` (.pt/.pth/.ckpt, or .safetensors), read with ``weights_only=True`` and
-    memory-mapped when the file is in torch's zip format (only the tensors used are read)."""
+    """The state_dict saved at `path` (.pt/.pth/.ckpt in torch's zip or legacy format, or .safetensors), read with
+    ``weights_only=True`` and memory-mapped when the file is in torch's zip format (only the tensors used are read)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (looked at {path.resolve()})")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
+        return _read_safetensors(path)
     zipped = zipfile.is_zipfile(path)
+    legacy = not zipped and _is_legacy_torch_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
-    except pickle.UnpicklingError:
-        if not zipped:
+    except pickle.UnpicklingError as error:
+        if not zipped and not legacy:
             raise CheckpointError(f"{path} is not a torch checkpoint (torch.save writes a zip file)") from None
+        what = "a torch checkpoint in the legacy (non-zip) format" if legacy else "a torch checkpoint"
         raise CheckpointError(
-            f"{path} cannot be read with weights_only=True: it holds more than tensors (a whole pickled model?); "
-            "save `model.state_dict()` instead"
+            f"{path} is {what} that cannot be read with weights_only=True: it pickles more than tensors "
+            f"(torch: {_unpickling_detail(error)}); save `model.state_dict()` instead (a whole pickled model is not "
+            "read), or, if you trust the file, allowlist that class as torch says, or load it with torch.load(path, "
+            "weights_only=False) and pass its state_dict to firstlayer.analyze, or torch.save that state_dict"
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
         raise CheckpointError(f"{path} is not a torch checkpoint: {error}") from None
     return state_dict_of(obj, str(path))
+
+
+def strip_wrappers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with the wrapper prefixes (``WRAPPER_PREFIXES``) that every key shares removed, e.g. DataParallel's
+    'module.conv1.weight' -> 'conv1.weight': the keys of the wrapped model itself."""
+    metadata = dict(getattr(state, "_metadata", {}))  # keyed by module path: stripped alike
+    state = OrderedDict(state)
+    while state:
+        first = next(iter(state)).partition(".")[0]
+        if first not in WRAPPER_PREFIXES or not all(k.startswith(first + ".") for k in state):
+            break
+        state = OrderedDict((k.removeprefix(first + "."), v) for k, v in state.items())
+        metadata = {k.removeprefix(first).removeprefix("."): v for k, v in metadata.items() if k.startswith(first)}
+    if metadata:
+        state._metadata = metadata
+    return state
 
 
 def input_weights(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:

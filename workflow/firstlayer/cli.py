@@ -12,7 +12,7 @@ from pathlib import Path
 from firstlayer.checkpoints import CheckpointError
 from firstlayer.datasets import EMBEDDED_PRESETS, DatasetError
 from firstlayer.discovery import FirstLayerError
-from firstlayer.modelspec import SPEC_FORMS, ModelSpecError, load_model
+from firstlayer.modelspec import SPEC_FORMS, ModelSpecError
 from firstlayer.profile import ProfileError
 
 #: Errors a user's arguments, files or network can cause: one line on stderr, exit status 2.
@@ -66,22 +66,22 @@ def _log(message: str) -> None:
 
 def profile_command(args: argparse.Namespace) -> None:
     """Run ``profile``: analyse, write the tables, the figure and the summary under --out, print the summary."""
-    from firstlayer.config import config_hash
-    from firstlayer.io import write_table
-    from firstlayer.profile import analyze, load_images
+    from firstlayer.codehash import code_hash
+    from firstlayer.io import stamp, write_table
+    from firstlayer.profile import analyze, built, load_images
 
     start = time.perf_counter()
     _log(f"loading {args.data}")
     data = load_images(args.data, image_size=args.image_size)
     side = data.images.shape[-1]
     _log(f"building {args.model}" + (f" with weights {args.weights}" if args.weights else " at random init"))
-    model = load_model(args.model, weights=args.weights, num_classes=data.num_classes or 10, image_size=side)
+    model = built(args.model, weights=args.weights, num_classes=data.num_classes or 10, image_size=side)
     result = analyze(model, data, init=args.init, first_layer=args.first_layer, mean=args.mean, std=args.std)
     settings = {k: str(v) for k, v in vars(args).items() if k not in ("out", "command")}
-    digest = config_hash(settings)
+    mark = stamp("firstlayer profile", code_hash(__file__), settings)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("energy", "fits", "whitening"):
-        write_table(getattr(result, name), args.out / f"{name}.parquet", digest)
+        write_table(getattr(result, name), args.out / f"{name}.parquet", mark)
     result.plot().savefig(args.out / "profile.png", dpi=150, bbox_inches="tight")
     summary = result.summary()
     (args.out / "summary.txt").write_text(summary + "\n")

@@ -1,5 +1,6 @@
-"""What code made a result: the firstlayer modules a workflow script imports (its import closure, found by reading
-the source, not by importing it) and one content hash of them (docs/method.md, Results depend on the code).
+"""What made a result: a hash of its settings, and of its code: the firstlayer modules a workflow script imports
+(its import closure, found by reading the source, not by importing it) hashed as one (docs/method.md, Results
+depend on the code).
 
 The hash covers each module's syntax tree without docstrings: editing a comment, a docstring or the layout changes
 no result and reruns nothing; editing any statement does. The closure is over-approximated on purpose (imports
@@ -15,6 +16,7 @@ import json
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "firstlayer"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -113,3 +115,14 @@ def code_hash(script: str | Path) -> str:
         parts[module] = source_digest(path)
         parts.update(_data_digest(module))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_hash(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (the settings that produced an output)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def canonical(obj: Any) -> Any:
+    """A copy with every mapping's keys sorted: Snakemake compares params as text, so key order must not matter."""
+    return json.loads(json.dumps(obj, sort_keys=True))

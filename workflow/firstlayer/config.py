@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import importlib.resources
-import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -73,6 +71,23 @@ def schema_default(section: str, key: str) -> Any:
     schema = load_schema()
     where = schema["$defs"]["architecture"] if section == "architecture" else schema["properties"][section]
     return copy.deepcopy(where["properties"][key]["default"])
+
+
+@functools.cache
+def non_result_settings() -> dict[str, tuple[str, ...]]:
+    """section -> the keys whose schema entry says ``affects_results: false`` (how often a job logs or saves its
+    progress): the one list of settings that no job's parameters hold, so that changing them reruns nothing."""
+    schema = load_schema()
+    return {
+        section: keys
+        for section, entry in schema["properties"].items()
+        if (keys := tuple(k for k, v in entry.get("properties", {}).items() if v.get("affects_results") is False))
+    }
+
+
+def result_settings(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """A config section without its non-result settings (non_result_settings): what a job's parameters hold."""
+    return {k: v for k, v in values.items() if k not in non_result_settings().get(section, ())}
 
 
 def config_file_problem(path: str | Path) -> str | None:
@@ -447,14 +462,6 @@ def train_jobs(config: Mapping[str, Any]) -> list[TrainJob]:
     return jobs
 
 
-def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
-    """[start, stop) image ranges of consecutive patch-statistics shards of at most `shard_size` images (at least
-    one shard): the patch_shard jobs of a dataset."""
-    if shard_size < 1:
-        raise ValueError(f"shard size must be positive, got {shard_size}")
-    return [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)] or [(0, 0)]
-
-
 def kernel_sizes(config: Mapping[str, Any], dataset: str) -> list[int]:
     """Kernel sizes whose patch PCA the dataset needs: those of the networks trained on it, plus the extras, the
     exact linear check's, and the first-layer sizes of the pretrained models profiled on it."""
@@ -493,14 +500,3 @@ def iter_datasets(config: Mapping[str, Any]) -> Iterator[str]:
     """Datasets used by at least one run (unused entries are not prepared)."""
     seen: dict[str, None] = {r.dataset: None for r in expand_grid(config)}
     yield from seen
-
-
-def config_hash(obj: Any) -> str:
-    """A short stable hash of a JSON-able object (the settings that produced an output)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def canonical(obj: Any) -> Any:
-    """A copy with every mapping's keys sorted: Snakemake compares params as text, so key order must not matter."""
-    return json.loads(json.dumps(obj, sort_keys=True))

@@ -43,6 +43,7 @@ __all__ = [
     "normalisation_values",
     "prepare_dataset",
     "rescale_photo",
+    "shard_bounds",
 ]
 
 
@@ -780,13 +781,15 @@ def prepare_dataset(spec: Mapping[str, Any]) -> PreparedDataset:
 # ------------------------------------------------------------------- statistics
 
 
-def channel_stats(images: np.ndarray, *, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3, H, W) uint8 -> (3,) mean, (3,) std in [0, 1] units, exact float64."""
+def channel_stats(images: np.ndarray, *, chunk_bytes: int = 16 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, H, W) uint8 -> (3,) mean, (3,) std in [0, 1] units, exact float64; read in blocks of about
+    `chunk_bytes` of images (their squares take 4x that), so memory does not grow with the number or size of images."""
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
         raise DatasetError(
             f"channel_stats needs non-empty (N, C, H, W) uint8 images, got {images.dtype} {images.shape}"
         )
     channels = images.shape[1]
+    chunk = max(1, chunk_bytes // max(1, images[0].nbytes))
     s1 = np.zeros(channels, dtype=np.uint64)
     s2 = np.zeros(channels, dtype=np.uint64)
     for start in range(0, len(images), chunk):
@@ -815,3 +818,11 @@ def normalisation_values(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if frame["channel"].tolist() != list(range(len(frame))):
         raise DatasetError(f"a normalisation table has one row per channel 0, 1, ...; got {frame['channel'].tolist()}")
     return frame["mean"].to_numpy(np.float64), frame["std"].to_numpy(np.float64)
+
+
+def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
+    """[start, stop) image ranges of consecutive patch-statistics shards of at most `shard_size` images (at least
+    one shard): the patch_shard jobs of a dataset."""
+    if shard_size < 1:
+        raise ValueError(f"shard size must be positive, got {shard_size}")
+    return [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)] or [(0, 0)]

@@ -110,9 +110,3 @@ def snapshot_arrays(frame: pd.DataFrame) -> dict[int, np.ndarray]:
         k, d = g["filter"].nunique(), g["position"].nunique()
         out[int(step)] = g["weight"].to_numpy(np.float64).reshape(k, d)
     return out
-
-
-def pca_basis(pca: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Tidy PCA table -> eigenvalues (d,) and eigenvectors (d, d) as columns, ordered by component."""
-    pca = pca.sort_values("component")
-    return pca["eigenvalue"].to_numpy(np.float64), np.stack(pca["eigenvector"].to_numpy()).T.astype(np.float64)

@@ -534,8 +534,9 @@ def torchvision_weights(name: str, weights: str) -> Any:
     return enum[member]
 
 
-def _torchvision_library(name: str, weights: str) -> tuple[dict, str, Path, np.ndarray, np.ndarray]:
-    """(state_dict from torch.hub's cache, their name, the file, mean, std) of torchvision weights; never downloads."""
+def _torchvision_library(name: str, weights: str) -> tuple[nn.Module, dict, str, Path, np.ndarray, np.ndarray]:
+    """(the network as these torchvision weights configure it, its state_dict from torch.hub's cache, their name, the
+    file, mean, std); never downloads."""
 
     from firstlayer.checkpoints import read_checkpoint
 
@@ -547,7 +548,42 @@ def _torchvision_library(name: str, weights: str) -> tuple[dict, str, Path, np.n
             f'copy the file there (on a machine with a network: python -c "import torchvision; '
             f"torchvision.models.get_model('{name}', weights='{entry.name}')\"), or pass it with --weights FILE"
         )
-    return read_checkpoint(path), f"torchvision {entry}", path, *weights_normalisation(entry)
+    state = read_checkpoint(path)
+    return (
+        weights_model(name, entry, state, str(path)),
+        state,
+        f"torchvision {entry}",
+        path,
+        *weights_normalisation(entry),
+    )
+
+
+def weights_model(name: str, entry: Any, state: Mapping[str, torch.Tensor], where: str = "the checkpoint") -> nn.Module:
+    """torchvision's model `name` built as its weights `entry` configure it (GoogLeNet's and Inception-v3's builders
+    switch on ``transform_input`` with weights, for one), holding the tensors of `state`: torchvision's own builder
+    with the weights, handed `state` in place of its download (nothing is downloaded)."""
+    from unittest import mock
+
+    import torchvision
+
+    from firstlayer.checkpoints import CheckpointError, strip_wrappers
+
+    plain = strip_wrappers(state)
+
+    def handed(*args: Any, **kwargs: Any) -> dict:
+        copy = type(plain)(plain)  # a builder may rename keys in place (DenseNet's)
+        copy._metadata = getattr(plain, "_metadata", {})  # module versions (MNASNet reads them)
+        return copy
+
+    with mock.patch.object(type(entry), "get_state_dict", handed):
+        try:
+            return torchvision.models.get_model(name, weights=entry)
+        except (RuntimeError, ValueError) as error:  # load_state_dict: missing, unexpected or mis-shaped keys
+            detail = str(error).strip().splitlines()
+            raise CheckpointError(
+                f"{where} is not a whole torchvision {name} state_dict, so the network its weights {entry} configure "
+                f"cannot be built from it: {' '.join(line.strip() for line in detail[:3])[:400]}"
+            ) from None
 
 
 def hub_checkpoint(entry: Any) -> Path:
@@ -561,6 +597,145 @@ def weights_normalisation(entry: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (in [0, 1] pixel units) of torchvision weights' own preprocessing."""
     preprocess = entry.transforms()
     return np.asarray(preprocess.mean, dtype=np.float64), np.asarray(preprocess.std, dtype=np.float64)
+
+
+#: Relative residual above which the first layer's input is not a per-channel affine map of the model's input.
+AFFINE_TOLERANCE = 1e-4
+#: Images in the batch that probes a network's input transform.
+PROBE_IMAGES = 2
+
+
+class InputTransformError(ModelSpecError):
+    """A network that transforms its input before the first layer in a way no per-channel mean and std express."""
+
+
+class InputTransform(NamedTuple):
+    """Per channel, the first layer sees ``scale * x + offset`` of the network's (normalised) input x."""
+
+    scale: np.ndarray
+    offset: np.ndarray
+
+    def normalisation(self, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and std (pixel units) that the first layer's input is normalised by, when the network's input
+        is normalised by `mean` and `std`: scale * (p - mean) / std + offset = (p - mean') / std'."""
+        std_seen = np.asarray(std, dtype=np.float64) / self.scale
+        return np.asarray(mean, dtype=np.float64) - self.offset * std_seen, std_seen
+
+
+class _ReachedLayer(Exception):
+    """Raised by a forward pre-hook to stop the probe at the first layer, carrying that layer's input."""
+
+    def __init__(self, seen: torch.Tensor) -> None:
+        super().__init__()
+        self.seen = seen
+
+
+def _input_of_layer(module: nn.Module, layer: str, x: torch.Tensor, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """What module `layer` of `module` receives when `module` (eval mode, no grad, `tensors` in place of its own
+    where given) runs on `x`; the pass stops there."""
+    import torch
+
+    def stop(_: nn.Module, args: tuple) -> None:
+        raise _ReachedLayer(args[0])
+
+    handle = module.get_submodule(layer).register_forward_pre_hook(stop)
+    training = module.training
+    try:
+        with torch.no_grad():
+            torch.func.functional_call(module.eval(), dict(tensors), (x,))
+    except _ReachedLayer as reached:
+        return reached.seen
+    finally:
+        module.train(training)
+        handle.remove()
+    raise InputTransformError(f"a forward pass of {type(module).__name__} never reached its first layer {layer}")
+
+
+def _overlay(module: nn.Module, state: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """The tensors of checkpoint `state` that fit `module` (same key under wrapper prefixes, same shape), as the
+    module's dtype and device: the probe runs the network with the checkpoint's weights, e.g. a learned input
+    normalisation, while the module itself keeps its own."""
+    from firstlayer.checkpoints import strip_wrappers
+
+    if state is None:
+        return {}
+    plain = strip_wrappers(state)
+    own = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    return {
+        key: plain[key].to(device=value.device, dtype=value.dtype)
+        for key, value in own.items()
+        if key in plain and plain[key].shape == value.shape
+    }
+
+
+def input_transform(
+    module: nn.Module,
+    layer: str,
+    mean: Any,
+    std: Any,
+    *,
+    sides: tuple[int, ...] = (32,),
+    state: Mapping[str, torch.Tensor] | None = None,
+) -> InputTransform | None:
+    """How `module` transforms its input before its first layer `layer`, found by running it (eval mode) on a few
+    random images normalised by `mean` and `std` up to that layer: None when the layer sees the input itself, else
+    the per-channel affine map fitted by least squares. InputTransformError when the layer's input is not such a
+    map of the model's input (channels mixed, resized, clipped). `sides` are tried first, then the side the network
+    declares and 224; `state` (a checkpoint) lends the network its tensors for the probe."""
+    import torch
+
+    param = next(module.parameters(), None)
+    device = param.device if param is not None and param.device.type != "meta" else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    mean64, std64 = (torch.as_tensor(np.asarray(v, dtype=np.float64)).view(1, 3, 1, 1) for v in (mean, std))
+    tensors, errors = _overlay(module, state), []
+    declared = getattr(module, "image_size", None)
+    for side in dict.fromkeys([*sides, *([declared] if isinstance(declared, int) else []), 224]):
+        pixels = torch.rand(
+            PROBE_IMAGES, 3, side, side, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
+        x = ((pixels - mean64) / std64).to(device=device, dtype=dtype)
+        try:
+            seen = _input_of_layer(module, layer, x, tensors)
+        except InputTransformError:
+            raise
+        except Exception as error:  # a network may refuse a size before its first layer (a ViT's fixed side)
+            errors.append(f"{side}x{side}: {type(error).__name__}: {str(error).strip().splitlines()[0][:200]}")
+            continue
+        return _fitted_transform(x, seen, layer, dtype)
+    raise InputTransformError(
+        f"{type(module).__name__} did not run up to {layer} on random images ({'; '.join(errors)})"
+    )
+
+
+def _fitted_transform(x: torch.Tensor, seen: Any, layer: str, dtype: torch.dtype) -> InputTransform | None:
+    """The per-channel affine map from the model's input `x` to what `layer` sees (None: the identity)."""
+    import torch
+
+    not_affine = f"the network transforms its input before its first layer {layer} in a way that is not a " \
+        "per-channel affine map (x -> a x + b, channel by channel)"  # fmt: skip
+    if not isinstance(seen, torch.Tensor) or seen.shape != x.shape:
+        shape = tuple(seen.shape) if isinstance(seen, torch.Tensor) else type(seen).__name__
+        raise InputTransformError(f"{not_affine}: it sees {shape} from input {tuple(x.shape)}; no mean and std "
+                                  "describe its input, so its profile cannot be computed from the patches")  # fmt: skip
+    if seen.device.type == "meta":
+        raise InputTransformError(f"the network computes its input to {layer} on the meta device: load its weights")
+    if seen is x or (seen.data_ptr() == x.data_ptr() and seen.stride() == x.stride()):
+        return None
+    tolerance = max(AFFINE_TOLERANCE, 100 * torch.finfo(dtype).eps)
+    scale, offset = np.empty(3), np.empty(3)
+    for c in range(3):
+        xc = x[:, c].reshape(-1).to("cpu", torch.float64).numpy()
+        yc = seen[:, c].reshape(-1).to("cpu", torch.float64).numpy()
+        (scale[c], offset[c]), *_ = np.linalg.lstsq(np.stack([xc, np.ones_like(xc)], 1), yc, rcond=None)
+        spread = np.linalg.norm(yc - yc.mean())
+        residual = np.linalg.norm(yc - scale[c] * xc - offset[c]) / max(spread, 1e-300)
+        if not np.isfinite(residual) or residual > tolerance or scale[c] <= 0:
+            why = "a sign flip" if scale[c] <= 0 and residual <= tolerance else f"relative residual {residual:.2g}"
+            raise InputTransformError(f"{not_affine}: channel {c} ({why} of the least-squares fit)")
+    if np.allclose(scale, 1, rtol=0, atol=tolerance) and np.allclose(offset, 0, rtol=0, atol=tolerance):
+        return None
+    return InputTransform(scale, offset)
 
 
 def _timm_library(name: str) -> tuple[dict, str, Path, np.ndarray, np.ndarray]:
@@ -602,24 +777,27 @@ def load_model(
     """The network of `spec` (its init drawn with `seed`), with `weights`: None (that random init), a checkpoint
     file (any layout of ``firstlayer.checkpoints``; only its first layer is read), or 'DEFAULT' / a torchvision
     weights name (torchvision:, timm: specs) from the library's local cache, with the input normalisation those
-    weights were trained with."""
+    weights were trained with (torchvision's: the network built as those weights configure it, e.g. GoogLeNet's
+    transform_input, with num_classes theirs)."""
     import torch
 
     from firstlayer.checkpoints import read_checkpoint
 
     source = parse_model_spec(spec)
+    text, path = str(weights), Path(str(weights)).expanduser()
+    by_name = weights is not None and not path.is_file() and _names_library_weights(text)
+    if by_name and source.kind == "torchvision":  # the network as its weights configure it (their input transform)
+        load_builder(source)  # a name torchvision has no classifier for: ModelSpecError, as for a build
+        module, state, label, path, mean, std = _torchvision_library(source.name, text)
+        return LoadedModel(str(source), module, state, f"{label} ({path})", mean, std, f"the weights' own ({label})")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = build_model(str(source), num_classes=num_classes, image_size=image_size)
     if weights is None:
         return LoadedModel(str(source), module, weights=f"at random init (seed {seed})")
-    text = str(weights)
-    path = Path(text).expanduser()
-    if path.is_file() or not _names_library_weights(text):
+    if not by_name:
         return LoadedModel(str(source), module, read_checkpoint(path), f"from checkpoint {path}")
-    if source.kind == "torchvision":
-        state, label, path, mean, std = _torchvision_library(source.name, text)
-    elif source.kind == "timm" and text == LIBRARY_WEIGHTS:
+    if source.kind == "timm" and text == LIBRARY_WEIGHTS:
         state, label, path, mean, std = _timm_library(source.name)
     else:
         raise ModelSpecError(

@@ -27,7 +27,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from firstlayer.analysis import LEARNING_MODES, MATCHED_TAU_TOLERANCE, RUN_KEYS, last_step
-from firstlayer.energy import pca_basis, snapshot_arrays
+from firstlayer.energy import snapshot_arrays
+from firstlayer.io import pca_basis
 from firstlayer.theory import formula_profile, init_aware_profile
 
 #: Label modes in the order they are drawn, and their names in words.
@@ -564,35 +565,65 @@ def _jitter_x(dots: Sequence[Any], width: float) -> None:
             group.set_offsets(np.column_stack([xy[:, 0] + rng.uniform(-width, width, len(xy)), xy[:, 1]]))
 
 
+def _whitening_shown(rows: pd.DataFrame) -> pd.Series:
+    """Rows with a defined flatness (not applicable rows, NaN, are left out and named in their panel)."""
+    ok = rows["flatness"].notna()
+    return ok & rows["applicable"].astype(bool) if "applicable" in rows else ok
+
+
+def _span_note(sub: pd.DataFrame) -> str:
+    """A second title line naming the rank when a panel's flatness is over a rank-deficient span, else ''."""
+    if "rank" not in sub or not (sub["rank"] < sub["components"]).any():
+        return ""
+    return "\nover the data's span: rank " + ", ".join(
+        sorted({f"{r} of {c}" for r, c in zip(sub["rank"], sub["components"], strict=True)})
+    )
+
+
+def _whitening_panel(ax: plt.Axes, sub: pd.DataFrame, stages: list[str]) -> None:
+    """One dataset's bars (mean over seeds) and dots (seeds), per condition and stage."""
+    order = (sub.assign(rank=sub["labels"].map(lambda v: LABEL_ORDER.index(v) if v in LABEL_ORDER else 9))
+             .sort_values(["arch", "rank"])["condition"].unique().tolist())  # fmt: skip
+    common = {"data": sub, "x": "condition", "y": "flatness", "hue": "stage", "order": order,
+              "hue_order": stages, "ax": ax, "legend": False}  # fmt: skip
+    sns.barplot(**common, palette=STAGE_COLOURS, errorbar=None, alpha=0.9)
+    drawn = len(ax.collections)
+    sns.stripplot(**common, palette=dict.fromkeys(stages, "black"), dodge=True, size=3, jitter=False)
+    _jitter_x(ax.collections[drawn:], 0.08 / len(stages))
+
+
 @_styled
 def plot_whitening(whitening: pd.DataFrame) -> Figure:
     """Response flatness (geometric / arithmetic mean of r_i² = (e_i σ_i)², 1 = white) of the data, the initial
     and the final trained first layer, per architecture and label condition (bars: mean over seeds, dots: seeds),
-    one panel per dataset."""
+    one panel per dataset; a dataset whose flatness is not applicable gets a panel saying why."""
     rows = whitening[(whitening["stage"] != "trained") | whitening["final"].astype(bool)].copy()
     if rows.empty:
         return _empty_figure("no whitening measurements in this run")
+    shown = _whitening_shown(rows)
+    if not shown.any():
+        reasons = sorted(set(rows["reason"]) - {""}) if "reason" in rows else []
+        return _empty_figure("whitening not applicable: " + ("; ".join(reasons) or "no defined flatness"))
     short = {"true": "true labels", "random": "random labels", "frozen": "frozen layer 1"}
     rows["condition"] = rows["arch"] + "\n" + rows["labels"].map(lambda v: short.get(v, v))
     datasets = sorted(rows["dataset"].unique())
-    counts = [rows.loc[rows["dataset"] == d, "condition"].nunique() for d in datasets]
+    counts = [max(1, rows.loc[(rows["dataset"] == d) & shown, "condition"].nunique()) for d in datasets]
     fig, axes = plt.subplots(1, len(datasets), figsize=(max(4.0, 1.25 * sum(counts) + 1.8 * len(datasets)), 4.0),
                              sharey=True, squeeze=False, width_ratios=counts)  # fmt: skip
-    stages = [s for s in STAGE_NAMES if s in set(rows["stage"])]
+    stages = [s for s in STAGE_NAMES if s in set(rows.loc[shown, "stage"])]
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        sub = rows[rows["dataset"] == dataset]
-        order = (sub.assign(rank=sub["labels"].map(lambda v: LABEL_ORDER.index(v) if v in LABEL_ORDER else 9))
-                 .sort_values(["arch", "rank"])["condition"].unique().tolist())  # fmt: skip
-        common = {"data": sub, "x": "condition", "y": "flatness", "hue": "stage", "order": order,
-                  "hue_order": stages, "ax": ax, "legend": False}  # fmt: skip
-        sns.barplot(**common, palette=STAGE_COLOURS, errorbar=None, alpha=0.9)
-        drawn = len(ax.collections)
-        sns.stripplot(**common, palette=dict.fromkeys(stages, "black"), dodge=True, size=3, jitter=False)
-        _jitter_x(ax.collections[drawn:], 0.08 / len(stages))
-        ax.set_title(dataset)
+        sub = rows[(rows["dataset"] == dataset) & shown]
+        if sub.empty:
+            reasons = sorted(set(rows.loc[rows["dataset"] == dataset, "reason"]) - {""}) if "reason" in rows else []
+            ax.set_xticks([])
+            ax.text(0.5, 0.5, "not applicable:\n" + "\n".join(reasons), ha="center", va="center", wrap=True,
+                    fontsize=8, transform=ax.transAxes)  # fmt: skip
+        else:
+            _whitening_panel(ax, sub, stages)
+        ax.set_title(dataset + _span_note(sub))
         ax.set_xlabel("")
         ax.set_yscale("log")  # eigenvalues spanning decades give flatness far below 1: a log axis shows the changes
-        ax.set_ylim(max(1e-6, 0.5 * float(rows["flatness"][rows["flatness"] > 0].min())), 1.2)
+        ax.set_ylim(max(1e-6, 0.5 * float(rows.loc[shown & (rows["flatness"] > 0), "flatness"].min())), 1.2)
         ax.set_ylabel("response flatness (log scale)\n" r"geometric / arithmetic mean of $r_i^2$, 1 = white")
         ax.tick_params(axis="x", labelsize=7.5)
     handles = [Patch(color=STAGE_COLOURS[s], label=STAGE_NAMES[s]) for s in stages]

@@ -1,6 +1,7 @@
 """First-layer energy profiles of pretrained torchvision ImageNet models, in the PCA basis of the dataset's patches
-normalised as the model's input (docs/method.md, The energy profile). Nothing is downloaded: the checkpoint comes
-from a configured path or torchvision's hub cache, and only its first-layer tensor is read. The profile joins the
+normalised as the model's first layer sees them (docs/method.md, The energy profile). Nothing is downloaded: the
+checkpoint comes from a configured path or torchvision's hub cache; the network is built from it as its weights
+configure it, to find what normalisation its first layer sees (``input_normalisation``). The profile joins the
 trained runs' energy table (labels 'pretrained', one W), so the workflow's fit and whitening jobs take it too."""
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ import torch
 from firstlayer.analysis import PRETRAINED
 from firstlayer.checkpoints import CheckpointError, read_checkpoint, weight_key
 from firstlayer.energy import TRAINED_STEP, energy_table
-from firstlayer.modelspec import first_layer_weight, torchvision_weights, weights_normalisation
+from firstlayer.modelspec import (
+    first_layer_weight,
+    input_transform,
+    torchvision_weights,
+    weights_model,
+    weights_normalisation,
+)
 from firstlayer.modelspec import hub_checkpoint as hub_checkpoint_of
 from firstlayer.patches import PatchMoments, normalise_moments, patch_pca
 
@@ -34,9 +41,18 @@ def checkpoint_path(name: str, weights: str, path: str | Path | None = None) -> 
     return Path(path).expanduser() if path else hub_checkpoint(name, weights)
 
 
-def input_normalisation(name: str, weights: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std (in [0, 1] pixel units) of the weights' own preprocessing (ImageNet's)."""
-    return weights_normalisation(torchvision_weights(name, weights))
+def input_normalisation(name: str, weights: str, checkpoint: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (in [0, 1] pixel units) of the patches the first layer of `name` sees with these
+    weights: their own preprocessing (ImageNet's), composed with any per-channel affine map the network applies to
+    its input before that layer (GoogLeNet's and Inception-v3's transform_input), found by running the network as
+    the weights configure it, with the tensors of `checkpoint` (default: torch.hub's cache file)."""
+    entry = torchvision_weights(name, weights)
+    mean, std = weights_normalisation(entry)
+    path = checkpoint_path(name, weights, checkpoint)
+    module = weights_model(name, entry, read_checkpoint(path), str(path))
+    layer = first_layer_weight(name).key.removesuffix(".weight")
+    transform = input_transform(module, layer, mean, std, sides=(entry.meta.get("min_size", (224,))[0],))
+    return (mean, std) if transform is None else transform.normalisation(mean, std)
 
 
 def load_first_layer(path: str | Path, name: str) -> np.ndarray:
@@ -76,7 +92,7 @@ def pretrained_tables(
         d = raw.dim
         empty = energy_table({TRAINED_STEP: np.zeros((1, d))}, np.ones(d), np.eye(d), keys, kinds=("W",)).iloc[:0]
         return empty.assign(normalisation=normalisation), pd.DataFrame([{**status, "status": f"missing: {checkpoint}"}])
-    mean, std = input_normalisation(name, weights)
+    mean, std = input_normalisation(name, weights, checkpoint)
     eigenvalues, basis = patch_pca(normalise_moments(raw, mean, std).covariance())
     snapshots = {TRAINED_STEP: load_first_layer(checkpoint, name)}
     energy = energy_table(snapshots, eigenvalues, basis, keys, kinds=("W",), normalisation=normalisation)

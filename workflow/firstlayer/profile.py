@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from firstlayer.checkpoints import first_layer_key, read_checkpoint, state_dict_of, weight_key
+from firstlayer.checkpoints import CheckpointError, first_layer_key, read_checkpoint, state_dict_of, weight_key
 from firstlayer.datasets import (
     EMBEDDED_PRESETS,
     DatasetError,
@@ -27,10 +27,17 @@ from firstlayer.datasets import (
     embedded_preset,
     load_image_folder,
 )
-from firstlayer.discovery import check_first_layer, find_first_layer
+from firstlayer.discovery import FirstLayer, FirstLayerError, check_first_layer, find_first_layer
 from firstlayer.energy import KINDS, TRAINED_STEP, profile_tables
 from firstlayer.io import load_dataset
-from firstlayer.modelspec import LoadedModel, ModelSpecError, load_model, parse_model_spec
+from firstlayer.modelspec import (
+    LoadedModel,
+    ModelSpecError,
+    first_layer_weight,
+    input_transform,
+    load_model,
+    parse_model_spec,
+)
 from firstlayer.patches import normalise_moments, patch_pca, raw_patch_moments
 from firstlayer.plots import COMPONENT_LABEL, ENERGY_LABEL, FORMULA_NAME, KIND_NAMES, _plain_log_ticks, _scaled, _styled
 from firstlayer.theory import formula_profile, init_aware_profile
@@ -134,7 +141,7 @@ def first_layer_weights(
     """The first layer of an nn.Module, a LoadedModel (``firstlayer.load_model``), a model spec (at random init), a
     state_dict or a checkpoint path, and the LoadedModel (None for a checkpoint alone)."""
     if isinstance(model_or_checkpoint, str | Path) and _names_a_model(model_or_checkpoint):
-        model_or_checkpoint = load_model(str(model_or_checkpoint), image_size=image_size)
+        model_or_checkpoint = built(str(model_or_checkpoint), image_size=image_size)
     if isinstance(model_or_checkpoint, str | Path):
         state = read_checkpoint(model_or_checkpoint)
         return _layer_of_checkpoint(state, first_layer, str(model_or_checkpoint)), None
@@ -147,13 +154,49 @@ def first_layer_weights(
     else:
         what = type(model_or_checkpoint).__name__
         raise TypeError(f"expected an nn.Module, a LoadedModel, a state_dict or a checkpoint path, not a {what}")
-    found = find_first_layer(loaded.module, image_size=image_size, name=first_layer)
-    if loaded.state is None:
-        weight = _as_array(found.module.weight, found.name)
-    else:
+    found = _find_layer(loaded, image_size, first_layer)
+    weight = _as_array(found.module.weight, found.name)
+    if loaded.state is not None:
         key = weight_key(loaded.state, found.name)
-        weight = _as_array(loaded.state[key], f"{loaded.weights}: {key}")
+        read = _as_array(loaded.state[key], f"{loaded.weights}: {key}")
+        if read.shape != weight.shape:  # e.g. a 3x3 checkpoint for a 5x5 network: its patches would be the wrong size
+            raise ProfileError(
+                f"the weights' first layer {key} has shape {read.shape} (out, in, k, k), but the model's "
+                f"{found.describe()} has {weight.shape}: the checkpoint is not one of this network (check --weights "
+                "against MODEL, or give the model it was trained with)"
+            )
+        weight = read
     return LayerWeights(weight, found.name, found.describe(), found.found_by, loaded.spec, loaded.weights), loaded
+
+
+def built(spec: str, **kwargs: Any) -> LoadedModel:
+    """``load_model``, with the builder's own failure (e.g. a ViT refusing an image side) as a ModelSpecError."""
+    try:
+        return load_model(spec, **kwargs)
+    except (ModelSpecError, CheckpointError):
+        raise
+    except Exception as error:  # a library's or user's builder may raise anything on a size it does not take
+        side = kwargs.get("image_size")
+        images = f" for {side}x{side} images" if side else ""
+        cause = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        raise ModelSpecError(f"{spec} cannot be built{images} ({cause}); try another image size") from None
+
+
+def _find_layer(loaded: LoadedModel, image_size: int, name: str | None) -> FirstLayer:
+    """The first layer found by running the network; for torchvision weights that transform the input before it
+    (the input itself enters no Conv2d), the one found on the same architecture built without weights."""
+    try:
+        return find_first_layer(loaded.module, image_size=image_size, name=name)
+    except FirstLayerError as error:
+        try:
+            source = parse_model_spec(loaded.spec) if name is None else None
+        except ModelSpecError:
+            source = None
+        if source is None or source.kind != "torchvision":
+            raise error from None
+    layer = first_layer_weight(source.name).key.removesuffix(".weight")
+    how = f"forward hooks on {loaded.spec} without weights (with its weights it transforms the input first)"
+    return FirstLayer(layer, check_first_layer(loaded.module, layer), how)
 
 
 def init_weights(init: Any, layer: LayerWeights) -> np.ndarray | None:
@@ -218,7 +261,7 @@ class ModelProfile:
         """A few lines: the layer, the data, where the normalisation came from, the fits and the flatness."""
         lines = [
             f"model          {self.model}, weights {self.weights}",
-            f"first layer    {self.layer} (found by {self.found_by})",
+            f"first layer    {self.layer} ({_how_found(self.found_by)})",
             f"data           {self.dataset}: {self.images} images, {self.patches:,} patches of "
             f"{self.kernel_size}x{self.kernel_size}x3",
             f"normalisation  mean {np.round(self.mean, 4).tolist()}, std {np.round(self.std, 4).tolist()}: "
@@ -239,6 +282,15 @@ class ModelProfile:
         title = (f"{self.model}: first layer {self.layer}\npatches of {self.dataset}; response flatness "
                  f"(1 = white): {self._flatness(3)}")  # fmt: skip
         return plot_profile(self.energy, self.fits, title)
+
+
+def _how_found(found_by: str) -> str:
+    """'found by forward hooks: ...' for a method; 'named by the caller' and the like as they are."""
+    return found_by if found_by.startswith(("named ", "the ")) else f"found by {found_by}"
+
+
+def _values(values: np.ndarray) -> str:
+    return str(np.round(np.asarray(values, dtype=np.float64), 4).tolist())
 
 
 @_styled
@@ -310,6 +362,26 @@ def _normalisation(mean: Any, std: Any, loaded: LoadedModel | None) -> tuple[np.
     return None, None, "the data's (none recorded with the weights)"
 
 
+def _seen_by_layer(
+    loaded: LoadedModel | None, layer: str, mean: np.ndarray, std: np.ndarray, normalisation: str, side: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The mean and std that the first layer's input is normalised by: the input's, composed with the per-channel
+    affine map a network applies before that layer (GoogLeNet's transform_input, for one), found by running it on a
+    few random images (``modelspec.input_transform``); and where they come from, in words."""
+    if loaded is None:  # a checkpoint without its network: nothing to run
+        return mean, std, normalisation
+    transform = input_transform(loaded.module, layer, mean, std, sides=(side,), state=loaded.state)
+    if transform is None:
+        return mean, std, normalisation
+    seen_mean, seen_std = transform.normalisation(mean, std)
+    how = (
+        f"what {layer} sees, not the input's mean {_values(mean)}, std {_values(std)} ({normalisation}): the "
+        f"network maps its input x to a·x + b per channel before {layer} (a = {_values(transform.scale)}, b = "
+        f"{_values(transform.offset)}, found by running it)"
+    )
+    return seen_mean, seen_std, how
+
+
 def analyze(
     model_or_checkpoint: Any,
     data: Any,
@@ -322,9 +394,10 @@ def analyze(
 ) -> ModelProfile:
     """Profile the first layer of `model_or_checkpoint` (an nn.Module, ``firstlayer.load_model(...)``, a model spec,
     a state_dict or a checkpoint path) on `data` (see ``load_images``): energy of W, and of W − W0 when `init` is
-    given, in the PCA basis of all stride-1 patches at the layer's kernel size, normalised by `mean`/`std`, else by
-    the weights' recorded preprocessing, else by the data's channel statistics; both formula fits; response
-    flatness."""
+    given, in the PCA basis of all stride-1 patches at the layer's kernel size, normalised as the layer sees them:
+    by `mean`/`std`, else the weights' recorded preprocessing, else the data's channel statistics, composed with any
+    per-channel affine map the network applies to its input before the layer (found by running it); both formula
+    fits; response flatness."""
     log = _reporter(progress)
     if not isinstance(data, ImageData | PreparedDataset | np.ndarray | torch.Tensor):
         log(f"loading {data}")
@@ -333,12 +406,19 @@ def analyze(
         model_or_checkpoint, first_layer=first_layer, image_size=images.images.shape[-1]
     )
     w0 = init_weights(init, layer)
+    k, (height, width) = layer.weight.shape[-1], images.images.shape[-2:]
+    if k > min(height, width):
+        raise ProfileError(
+            f"the first layer {layer.description} has {k}x{k} filters, larger than the {height}x{width} images of "
+            f"{images.name}: they hold no {k}x{k} patch to profile; use images of at least {k}x{k} pixels "
+            f"(--image-size {k} or more for an image folder)"
+        )
     mean, std, normalisation = _normalisation(mean, std, loaded)
-    k = layer.weight.shape[-1]
-    log(f"first layer {layer.description}; exact moments of the {k}x{k} patches of {len(images.images)} images")
-    patch = raw_patch_moments(images.images, k, progress=_throttled(log))
     if mean is None:
         mean, std = channel_stats(images.images)
+    mean, std, normalisation = _seen_by_layer(loaded, layer.name, mean, std, normalisation, min(height, width))
+    log(f"first layer {layer.description}; exact moments of the {k}x{k} patches of {len(images.images)} images")
+    patch = raw_patch_moments(images.images, k, progress=_throttled(log))
     eigenvalues, basis = patch_pca(normalise_moments(patch, mean, std).covariance())
     keys = {"model": layer.model, "first_layer": layer.name, "dataset": images.name, "kernel_size": k}
     snapshots = {TRAINED_STEP: layer.weight} if w0 is None else {0: w0, TRAINED_STEP: layer.weight}

@@ -34,9 +34,10 @@ class StopFlag:
 
 
 @contextlib.contextmanager
-def stop_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGUSR1)) -> Iterator[StopFlag]:
+def stop_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)) -> Iterator[StopFlag]:
     """A StopFlag set by any of `signums` (SLURM sends SIGTERM before a time limit or preemption, or SIGUSR1 with
-    ``--signal``) while the block runs; the previous handlers are restored after it. Main thread only."""
+    ``--signal``; Ctrl-C in Snakemake's terminal sends SIGINT to its jobs too) while the block runs; the previous
+    handlers are restored after it. Main thread only."""
     flag = StopFlag()
     previous = {signum: signal.signal(signum, lambda signum, _frame: flag.request(signum)) for signum in signums}
     try:

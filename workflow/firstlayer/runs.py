@@ -25,14 +25,16 @@ def run_job(
     log: Callable[[str], None] = print,
     checkpoint: str | Path | None = None,
     checkpoint_minutes: float = 10.0,
+    log_every: int | None = None,
     stop: StopFlag | None = None,
 ) -> list[TrainResult]:
     """Train one job of the workflow (`job`: the rule's validated ``settings``) on a prepared dataset: one result
     per seed of ``job["seeds"]``, its inputs normalised by the dataset's (C,) channel mean and std, the
-    ``datasets.channel_stats`` of its training images that the patch PCA uses too."""
+    ``datasets.channel_stats`` of its training images that the patch PCA uses too. `checkpoint_minutes` and
+    `log_every` are the config's non-result settings: the job's ``settings`` do not hold them."""
     (x_train, y_train), (x_test, y_test) = dataset.split("train"), dataset.split("test")
     mean, std = normalisation
-    settings = TrainSettings.from_config(job, x_train.shape[0])
+    settings = TrainSettings.from_config(job, x_train.shape[0], log_every)
     arch, seeds = job["architecture"], job["seeds"]
     epochs = f" ({arch['epochs']} epochs of {x_train.shape[0]} images)" if "epochs" in arch else ""
     log(f"job {job['dataset']}/{job['arch']}/{job['labels']}, seeds {seeds}: {settings.steps} steps{epochs}")

@@ -3,13 +3,14 @@ and evaluations, and the independent seeds its one seed fans out into."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from firstlayer.config import schema_default
+from firstlayer.config import non_result_settings, schema_default
 
 #: Label modes: true labels; a seeded permutation of them; true labels with the first layer frozen at its init.
 LABEL_MODES = ("true", "random", "frozen")
@@ -55,9 +56,10 @@ class TrainSettings:
             raise ValueError(f"unknown label mode {self.labels!r}; allowed: {', '.join(LABEL_MODES)}")
 
     @classmethod
-    def from_config(cls, job: Mapping[str, Any], n_train: int) -> TrainSettings:
+    def from_config(cls, job: Mapping[str, Any], n_train: int, log_every: int | None = None) -> TrainSettings:
         """The settings of a workflow training job: `job` is the rule's validated ``settings`` (dataset, arch,
-        labels, seeds, architecture, snapshots, training), `n_train` its number of training images."""
+        labels, seeds, architecture, snapshots, training without its non-result settings), `n_train` its number
+        of training images, `log_every` from the config (None: the schema's default)."""
         arch, training = job["architecture"], job["training"]
         steps = resolve_steps(arch.get("steps"), arch.get("epochs"), n_train, arch["batch_size"])
         optimiser = {k: arch[k] for k in ("lr", "batch_size", "optimizer", "momentum", "weight_decay", "augment")}
@@ -68,11 +70,16 @@ class TrainSettings:
             seed=job["seeds"][0],
             snapshot_steps=log_schedule(steps, job["snapshots"]["count"]),
             eval_steps=log_schedule(steps, arch.get("eval_points", training["eval_points"])),
-            log_every=training["log_every"],
+            log_every=schema_default("training", "log_every") if log_every is None else log_every,
             first_layer=arch.get("first_layer"),
             **optimiser,
             **run,
         )
+
+
+def result_fields(s: TrainSettings) -> dict[str, Any]:
+    """The fields of `s` that a run's result depends on: all but the config's non-result settings (log_every)."""
+    return {k: v for k, v in dataclasses.asdict(s).items() if k not in non_result_settings()["training"]}
 
 
 def log_schedule(steps: int, count: int) -> tuple[int, ...]:

@@ -34,7 +34,7 @@ from firstlayer.precision import (
     resolve_precision,
 )
 from firstlayer.resume import Checkpoints, StopFlag, run_digest, seed_checkpoint
-from firstlayer.settings import TrainSettings, seed_streams
+from firstlayer.settings import TrainSettings, result_fields, seed_streams
 
 
 class TrainingDiverged(RuntimeError):
@@ -391,11 +391,6 @@ def _results(
 # ------------------------------------------------------------------------ the entry points
 
 
-def _hashed(s: TrainSettings) -> dict[str, Any]:
-    """The settings a run's result depends on (how often it reports does not change it)."""
-    return {k: v for k, v in dataclasses.asdict(s).items() if k != "log_every"}
-
-
 def train(
     model: nn.Module,
     model_name: str,
@@ -421,7 +416,8 @@ def train(
     device = resolve_device(s.device)
     amp = resolve_precision(s.precision, device, model_name)
     x_train, y_train = train_data
-    parts = ("train", model_name, _hashed(s), str(amp), model.state_dict(), x_train, y_train, *test_data, mean, std)
+    parts = ("train", model_name, result_fields(s), str(amp), model.state_dict(), x_train, y_train, *test_data, mean,
+             std)  # fmt: skip
     ckpt = Checkpoints(checkpoint, checkpoint_minutes, stop, lambda: run_digest(*parts), log)
     net = _Module(model, model_name, s, device, amp)
     log(f"precision: {describe_precision(amp)} ({s.precision!r} on {device.type})")
@@ -470,8 +466,8 @@ def train_seeds(
     device = resolve_device(s.device)
     amp = resolve_precision(s.precision, device, model_name)
     net = _StackedLinear([init_model(model_name, seed=seed, **model_kwargs) for seed in seeds], s, device)
-    parts = ("train_seeds", model_name, dict(model_kwargs), seeds, _hashed(dataclasses.replace(s, seed=0)), str(amp),
-             net.params, *train_data, *test_data, mean, std)  # fmt: skip
+    parts = ("train_seeds", model_name, dict(model_kwargs), seeds, result_fields(dataclasses.replace(s, seed=0)),
+             str(amp), net.params, *train_data, *test_data, mean, std)  # fmt: skip
     ckpt = Checkpoints(checkpoint, checkpoint_minutes, stop, lambda: run_digest(*parts), log)
     log(f"precision: {describe_precision(amp)} ({s.precision!r} on {device.type})")
     return _loop(net, amp, train_data, test_data, mean, std, s, seeds, ckpt, log)

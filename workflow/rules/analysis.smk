@@ -19,6 +19,8 @@ rule collect_metrics:
         "results/benchmarks/collect_metrics.tsv"
     conda:
         "../../envs/firstlayer.yaml"
+    params:
+        code=code("collect_tables"),
     script:
         "../scripts/collect_tables.py"
 
@@ -37,6 +39,7 @@ rule consistency:
     conda:
         "../../envs/firstlayer.yaml"
     params:
+        code=code("consistency"),
         analysis=lambda wildcards: config["analysis"],
         with_pretrained=lambda wildcards: config["pretrained"]["in_consistency"],
     script:
@@ -61,6 +64,7 @@ rule matched_tau:
     conda:
         "../../envs/firstlayer.yaml"
     params:
+        code=code("matched_tau"),
         analysis=lambda wildcards: config["analysis"],
     script:
         "../scripts/matched_tau.py"
@@ -78,6 +82,8 @@ rule whitening:
         "results/benchmarks/whitening.tsv"
     conda:
         "../../envs/firstlayer.yaml"
+    params:
+        code=code("whitening"),
     script:
         "../scripts/whitening.py"
 
@@ -96,6 +102,7 @@ rule accuracy:
     conda:
         "../../envs/firstlayer.yaml"
     params:
+        code=code("accuracy"),
         datasets=DATASETS,
     script:
         "../scripts/accuracy.py"
@@ -122,5 +129,7 @@ rule replication:
         "results/benchmarks/replication.tsv"
     conda:
         "../../envs/firstlayer.yaml"
+    params:
+        code=code("replication"),
     script:
         "../scripts/replication.py"

@@ -3,18 +3,18 @@
 import sys
 from pathlib import Path
 
+from firstlayer.codehash import canonical, code_hash
 from firstlayer.config import (
     ConfigError,
-    canonical,
     iter_datasets,
     kernel_sizes,
     parse_seed_key,
-    shard_bounds,
+    result_settings,
     train_jobs,
     validate_config,
 )
+from firstlayer.datasets import shard_bounds
 from firstlayer import resources as job_resources
-from firstlayer.modelspec import source_file
 from firstlayer.modelspec import source_file
 
 try:
@@ -89,6 +89,13 @@ def all_outputs(wildcards):
     ]
 
 
+def code(script):
+    """The code hash of a workflow script and the firstlayer modules it imports (firstlayer.codehash), a param of
+    the script's rules: editing that code reruns their jobs, editing other modules does not.
+    """
+    return code_hash(f"{PACKAGE_ROOT}/scripts/{script}.py")
+
+
 def dataset_spec(wildcards):
     return canonical(config["datasets"][wildcards.dataset])
 
@@ -152,10 +159,8 @@ def train_settings(wildcards):
             "seeds": list(parse_seed_key(wildcards.seeds)),
             "architecture": arch_spec(wildcards),
             "snapshots": config["snapshots"],
-            # checkpoint_minutes only says how often progress is saved: the result is the same
-            "training": {
-                k: v for k, v in config["training"].items() if k != "checkpoint_minutes"
-            },
+            # not how often the job saves or reports its progress: that changes no result
+            "training": result_settings("training", config["training"]),
             "data": dataset_spec(wildcards),
         }
     )

@@ -12,6 +12,7 @@ checkpoint prepare_dataset:
         mem_mb=estimate(job_resources.prepare_dataset_mem_mb, "dataset"),
         runtime=estimate(job_resources.prepare_dataset_runtime, "dataset"),
     params:
+        code=code("prepare_dataset"),
         spec=dataset_spec,
     script:
         "../scripts/prepare_dataset.py"
@@ -33,5 +34,7 @@ rule dataset_normalisation:
         "../../envs/firstlayer.yaml"
     resources:
         mem_mb=estimate(job_resources.prepare_dataset_mem_mb, "dataset"),
+    params:
+        code=code("dataset_normalisation"),
     script:
         "../scripts/dataset_normalisation.py"

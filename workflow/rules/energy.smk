@@ -7,6 +7,8 @@ rule energy_profile:
     input:
         pca=run_pca,
         snapshots=f"{RUN}/snapshots.parquet",
+        # the number of training images: the snapshots' step schedule is checked against the run's
+        manifest=f"{DATA}/manifest.parquet",
     output:
         energy="results/energy/{dataset}/{arch}/{labels}/seed{seeds}.parquet",
     log:
@@ -19,7 +21,8 @@ rule energy_profile:
     conda:
         "../../envs/firstlayer.yaml"
     params:
-        model=lambda wildcards: arch_spec(wildcards)["model"],
+        code=code("energy_profile"),
+        run=train_settings,
     script:
         "../scripts/energy_profile.py"
 
@@ -37,5 +40,7 @@ rule collect_energy:
         "results/benchmarks/collect_energy.tsv"
     conda:
         "../../envs/firstlayer.yaml"
+    params:
+        code=code("collect_tables"),
     script:
         "../scripts/collect_tables.py"

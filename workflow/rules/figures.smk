@@ -93,6 +93,7 @@ for figure, spec in FIGURES.items():
         conda:
             "../../envs/firstlayer.yaml"
         params:
+            code=code("plot"),
             plot=f"plot_{figure}",
             options=spec.get("options", {}),
         script:
@@ -117,6 +118,8 @@ rule report_replication:
     localrule: True
     conda:
         "../../envs/firstlayer.yaml"
+    params:
+        code=code("report_replication"),
     script:
         "../scripts/report_replication.py"
 
@@ -140,6 +143,7 @@ rule report_configuration:
     conda:
         "../../envs/firstlayer.yaml"
     params:
+        code=code("report_configuration"),
         config=lambda wildcards: config,
     script:
         "../scripts/report_configuration.py"

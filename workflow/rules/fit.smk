@@ -15,6 +15,7 @@ rule fit_formula:
     conda:
         "../../envs/firstlayer.yaml"
     params:
+        code=code("fit_formula"),
         fit=fit_settings,
     script:
         "../scripts/fit_formula.py"

@@ -17,6 +17,7 @@ rule patch_shard:
         mem_mb=estimate(job_resources.patch_shard_mem_mb, "dataset"),
         runtime=estimate(job_resources.patch_shard_runtime, "dataset", "k"),
     params:
+        code=code("patch_shard"),
         shard_size=config["patches"]["shard_size"],
         images_per_chunk=config["patches"]["images_per_chunk"],
         device=config["patches"]["device"],
@@ -38,5 +39,7 @@ rule patch_pca:
         "patches"
     conda:
         "../../envs/firstlayer.yaml"
+    params:
+        code=code("patch_pca"),
     script:
         "../scripts/patch_pca.py"

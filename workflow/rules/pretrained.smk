@@ -24,6 +24,7 @@ rule pretrained_profile:
     conda:
         "../../envs/firstlayer.yaml"
     params:
+        code=code("pretrained_profile"),
         settings=pretrained_settings,
     script:
         "../scripts/pretrained_profile.py"
@@ -40,5 +41,7 @@ rule collect_pretrained:
         "results/benchmarks/collect_pretrained.tsv"
     conda:
         "../../envs/firstlayer.yaml"
+    params:
+        code=code("collect_tables"),
     script:
         "../scripts/collect_tables.py"

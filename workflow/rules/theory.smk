@@ -20,6 +20,7 @@ rule linear_check:
     conda:
         "../../envs/firstlayer.yaml"
     params:
+        code=code("linear_check"),
         theory=lambda wildcards: config["theory"],
     script:
         "../scripts/linear_check.py"
@@ -41,6 +42,8 @@ rule label_information:
         "patches"
     conda:
         "../../envs/firstlayer.yaml"
+    params:
+        code=code("label_information"),
     script:
         "../scripts/label_information.py"
 
@@ -67,5 +70,7 @@ rule collect_theory:
         "results/benchmarks/collect_theory.tsv"
     conda:
         "../../envs/firstlayer.yaml"
+    params:
+        code=code("collect_theory"),
     script:
         "../scripts/collect_theory.py"

@@ -23,6 +23,7 @@ rule train:
         # one GPU unless training.device is cpu: a CPU-only cluster gets no GPU request
         gpu=estimate(job_resources.train_gpu),
     params:
+        code=code("train"),
         settings=train_settings,
         # progress of an interrupted job: beside the outputs but not one of them (a failed job's outputs are deleted)
         resume=f"{RUN}.resume.pt",

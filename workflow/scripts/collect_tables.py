@@ -1,4 +1,5 @@
-"""Concatenate per-run tables into one tidy table."""
+"""Concatenate per-job tables into one tidy table; its rows keep the provenance of the jobs that made them, and a
+set that mixes rows one rule made with different code is refused."""
 
 from firstlayer.io import job_log, read_tables, write_table
 

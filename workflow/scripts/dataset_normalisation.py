@@ -2,11 +2,14 @@
 the one that training and the patch PCA use."""
 
 from firstlayer.datasets import normalisation_frame
-from firstlayer.io import job_log, load_dataset, write_table
+from firstlayer.io import job_log, load_dataset, stamp, write_table
 
 with job_log(snakemake.log[0]):
-    dataset = load_dataset(snakemake.input.images, snakemake.input.manifest, mmap=True)
+    name = snakemake.wildcards.dataset
+    dataset = load_dataset(snakemake.input.images, snakemake.input.manifest, mmap=True, name=name)
     images, _ = dataset.split("train")
-    table = normalisation_frame(images, snakemake.wildcards.dataset)
-    write_table(table, snakemake.output.normalisation, dataset.manifest["config_hash"].iloc[0])
+    table = normalisation_frame(images, name)
+    write_table(
+        table, snakemake.output.normalisation, stamp(snakemake.rule, snakemake.params.code, {}, [dataset.manifest])
+    )
     print(table.to_string(index=False))

@@ -4,16 +4,13 @@ table of no rows when the checkpoint is not there)."""
 
 import sys
 
-import pandas as pd
-
-from firstlayer.config import config_hash
-from firstlayer.io import job_log, write_table
+from firstlayer.io import job_log, read_table, stamp, write_table
 from firstlayer.patches import moments_from_frames
 from firstlayer.pretrained import pretrained_tables
 
 s = snakemake.params.settings
 with job_log(snakemake.log[0]):
-    frames = [pd.read_parquet(path) for path in snakemake.input.shards]
+    frames = [read_table(path, dataset=s["dataset"]) for path in snakemake.input.shards]
     raw = moments_from_frames(frames, "patch")
     energy, status = pretrained_tables(s["name"], s["weights"], s["dataset"], s["checkpoint"], raw)
     state = status["status"].iloc[0]
@@ -23,8 +20,8 @@ with job_log(snakemake.log[0]):
         "(nothing is downloaded: put the file there or set pretrained.models[].path)"
     )
     print(f"leading energies {energy['energy'].to_numpy()[:5]}" if state == "ok" else message)
-    digest = config_hash({"settings": s, "shards": sorted(f["config_hash"].iloc[0] for f in frames)})
-    write_table(energy, snakemake.output.energy, digest)
-    write_table(status, snakemake.output.status, digest)
+    mark = stamp(snakemake.rule, snakemake.params.code, s, frames)
+    write_table(energy, snakemake.output.energy, mark)
+    write_table(status, snakemake.output.status, mark)
 if state != "ok":  # also outside the job log, so that it shows in the Snakemake output
     print(message, file=sys.stderr)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from firstlayer.config import config_hash
+from firstlayer.codehash import config_hash
 from firstlayer.io import job_log
 from firstlayer.report import configuration_html
 

@@ -2,10 +2,8 @@
 
 from pathlib import Path
 
-import pandas as pd
-
-from firstlayer.io import job_log
+from firstlayer.io import job_log, read_table
 from firstlayer.report import replication_html
 
 with job_log(snakemake.log[0]):
-    Path(snakemake.output.html).write_text(replication_html(pd.read_parquet(snakemake.input.replication)))
+    Path(snakemake.output.html).write_text(replication_html(read_table(snakemake.input.replication)))
