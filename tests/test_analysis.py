@@ -10,8 +10,10 @@ from firstlayer.analysis import (
     RUN_KEYS,
     consistency_summary,
     final_profiles,
+    log_correlation,
     pairwise_consistency,
     profile_contrast,
+    rank_correlation,
     relation,
 )
 from firstlayer.theory import pearson
@@ -145,6 +147,30 @@ def test_pairwise_with_a_real_difference():
     assert corr[(0, 1)] == pytest.approx(1.0)
     assert corr[(0, 2)] == pytest.approx(pearson(shape(d), shape(d)[::-1]))
     assert corr[(0, 2)] < 0.5
+
+
+def test_rank_and_log_correlations_weigh_every_component():
+    """Two profiles that agree on their three largest components and disagree on the many small ones: Pearson's r on
+    the energies says they agree; by rank and on a log scale they do not. A monotone map changes neither rank r."""
+    big = np.array([10.0, 8.0, 6.0])
+    rng = np.random.default_rng(0)
+    small = 10 ** rng.uniform(-3, -1, size=24)  # spread over two decades, below the three large ones
+    a, b = np.concatenate([big, small]), np.concatenate([big, small[::-1]])
+    assert pearson(a, b) > 0.99
+    assert rank_correlation(a, b) < 0.8 and log_correlation(a, b) < 0.8
+    assert rank_correlation(a, a**3) == pytest.approx(1.0) and log_correlation(a, 5 * a) == pytest.approx(1.0)
+    ranks = pd.Series(a).rank().to_numpy()  # Spearman's r is Pearson's on the ranks, ties averaged
+    assert rank_correlation(a, b) == pytest.approx(pearson(ranks, pd.Series(b).rank().to_numpy()))
+    assert np.isnan(log_correlation(np.r_[a[:-1], 0.0], b))
+
+
+def test_consistency_summary_reports_rank_and_log_means(pairs):
+    summary = consistency_summary(pairs)
+    for (kind, rel, arch), g in summary.groupby(["kind", "relation", "arch"]):
+        sel = pairs[(pairs.kind == kind) & (pairs.relation == rel)]
+        sel = sel[sel.arch_a != sel.arch_b] if arch == "(mixed)" else sel[(sel.arch_a == arch) & (sel.arch_b == arch)]
+        assert g["rank_mean"].iloc[0] == pytest.approx(sel.rank_correlation.mean())
+        assert g["log_mean"].iloc[0] == pytest.approx(sel.log_correlation.mean())
 
 
 def test_consistency_summary(pairs):

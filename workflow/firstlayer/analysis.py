@@ -84,11 +84,27 @@ def pairwise_consistency(profiles: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation: Pearson's of the components' ranks (ties averaged). Every component weighs alike, where
+    Pearson's on the energies is dominated by the few largest."""
+    return pearson(pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy())
+
+
+def log_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of the log energies: the profiles' shape across orders of magnitude (NaN when either
+    has a component of zero energy)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return pearson(np.log(a), np.log(b)) if np.all(a > 0) and np.all(b > 0) else float("nan")
+
+
 def _pair_row(kind: str, rel: str, a: pd.Series, b: pd.Series) -> dict:
     row = {"kind": kind, "relation": rel, "kernel_size": int(a["kernel_size"])}
     for k in RUN_KEYS:
         row[f"{k}_a"], row[f"{k}_b"] = a[k], b[k]
     row["correlation"] = pearson(a["profile"], b["profile"])
+    # beside Pearson's, reported and not judged: the same pair by rank and on a log scale
+    row["rank_correlation"] = rank_correlation(a["profile"], b["profile"])
+    row["log_correlation"] = log_correlation(a["profile"], b["profile"])
     return row
 
 
@@ -114,7 +130,8 @@ def consistency_summary(
 ) -> pd.DataFrame:
     """Pairs -> per (kind, relation, architecture where both runs share one): n pairs, n seeds, mean, min, max
     correlation, and a bootstrap confidence interval of the mean over seeds (percentile interval, ``n_boot``
-    resamples of the seeds involved; with one seed the interval is the single value)."""
+    resamples of the seeds involved; with one seed the interval is the single value); beside them the mean rank and
+    log-scale correlations (``rank_mean``, ``log_mean``) where the pairs have them."""
     pairs = pairs.assign(arch=np.where(pairs.arch_a == pairs.arch_b, pairs.arch_a, "(mixed)"))
     rng = np.random.default_rng(seed)
     rows = []
@@ -128,8 +145,15 @@ def consistency_summary(
             "mean": float(values.mean()), "ci_low": float(lo), "ci_high": float(hi),
             "confidence": confidence, "n_boot": n_boot,
             "min": float(values.min()), "max": float(values.max()),
+            **{f"{name}_mean": _mean_of(g, f"{name}_correlation") for name in ("rank", "log")},
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _mean_of(pairs: pd.DataFrame, column: str) -> float:
+    """Mean of a pair column over the pairs that have it (NaN when none does, or the column is absent)."""
+    values = pairs[column].dropna() if column in pairs else pd.Series(dtype=float)
+    return float(values.mean()) if len(values) else float("nan")
 
 
 # ------------------------------------------------------------------------ matched effective time
