@@ -22,7 +22,8 @@ def test_every_output_is_made(smoke_run: Path) -> None:
     results = smoke_run / "results"
     for name in ("energy", "fits", "metrics", "consistency", "consistency_summary", "profile_contrast", "whitening",
                  "whitening_summary", "accuracy", "frozen_accuracy", "linear_check", "linear_check_summary",
-                 "label_information", "label_information_summary", "replication", "matched_tau",
+                 "label_information", "label_information_summary", "label_information_gaussian",
+                 "label_information_gaussian_summary", "replication", "matched_tau",
                  "matched_tau_summary", "tau_distance"):  # fmt: skip
         assert (results / "tables" / f"{name}.parquet").stat().st_size > 0
     for name in ("profiles", "fit_overlay", "consistency"):
@@ -222,10 +223,20 @@ def test_theory_and_analysis_tables(smoke_run: Path) -> None:
     wide = fits.pivot_table(index=["dataset", "arch", "labels", "seed", "step", "kind"], columns="formula",
                             values="correlation")  # fmt: skip
     assert (wide["init_aware"] >= wide["one_parameter"] - 1e-9).all()
-    info = pd.read_parquet(tables / "label_information_summary.parquet")
-    info = info[info.kernel_size == 3].set_index("dataset")
+    info_all = pd.read_parquet(tables / "label_information_summary.parquet")
+    info = info_all[info_all.kernel_size == 3].set_index("dataset")
     # label = source photo: classes differ in mean colour; label = rotation: they hardly do
     assert info.loc["photos", "between_class_share"] > 3 * info.loc["rotations", "between_class_share"]
+    # beyond class means: the Gaussian label information of both orders, per dataset and kernel size, with its null
+    gaussian = pd.read_parquet(tables / "label_information_gaussian_summary.parquet")
+    keys = ["dataset", "kernel_size"]
+    assert sorted(map(tuple, gaussian[keys].to_numpy())) == sorted(map(tuple, info_all[keys].to_numpy()))
+    assert (gaussian["draws"] == 20).all() and (gaussian["second_order_null_std"] > 0).all()
+    k3 = gaussian[gaussian.kernel_size == 3].set_index("dataset")
+    # photos' classes differ in mean colour far beyond the permuted labels; rotations' classes do not
+    assert k3.loc["photos", "first_order_z"] > 5 and k3.loc["rotations", "first_order_z"] < 2
+    components = pd.read_parquet(tables / "label_information_gaussian.parquet")
+    assert len(components) == (3 * gaussian["kernel_size"] ** 2).sum()
     whitening = pd.read_parquet(tables / "whitening.parquet")
     assert set(whitening["stage"]) == {"data", "init", "trained"} and whitening["flatness"].between(0, 1).all()
     summary = pd.read_parquet(tables / "consistency_summary.parquet")

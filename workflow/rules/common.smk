@@ -84,7 +84,15 @@ def all_outputs(wildcards):
         *expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=["png", "svg"]),
         "results/report/replication.html",
         "results/report/configuration.html",
-        *map(table, ["profile_contrast", "label_information"]),
+        *map(
+            table,
+            [
+                "profile_contrast",
+                "label_information",
+                "label_information_gaussian",
+                "label_information_gaussian_summary",
+            ],
+        ),
         *pretrained_paths(),
     ]
 

@@ -33,6 +33,8 @@ rule label_information:
         pca=f"{PATCHES}/pca.parquet",
     output:
         info=f"{PATCHES}/label_information.parquet",
+        gaussian=f"{PATCHES}/label_information_gaussian.parquet",
+        gaussian_summary=f"{PATCHES}/label_information_gaussian_summary.parquet",
     log:
         "results/logs/label_information/{dataset}/k{k}.log",
     benchmark:
@@ -44,6 +46,7 @@ rule label_information:
         "../../envs/firstlayer.yaml"
     params:
         code=code("label_information"),
+        settings=lambda wildcards: config["label_information"],
     script:
         "../scripts/label_information.py"
 
@@ -59,11 +62,21 @@ rule collect_theory:
         label_information=[
             p.replace("pca.parquet", "label_information.parquet") for p in pca_paths()
         ],
+        gaussian=[
+            p.replace("pca.parquet", "label_information_gaussian.parquet")
+            for p in pca_paths()
+        ],
+        gaussian_summary=[
+            p.replace("pca.parquet", "label_information_gaussian_summary.parquet")
+            for p in pca_paths()
+        ],
     output:
         check_profiles="results/tables/linear_check.parquet",
         check_summary="results/tables/linear_check_summary.parquet",
         label_information="results/tables/label_information.parquet",
         label_summary="results/tables/label_information_summary.parquet",
+        gaussian="results/tables/label_information_gaussian.parquet",
+        gaussian_summary="results/tables/label_information_gaussian_summary.parquet",
     log:
         "results/logs/collect_theory.log",
     benchmark:
