@@ -14,12 +14,11 @@ with job_log(snakemake.log[0]):
     keys = {"dataset": run["dataset"], "arch": run["arch"], "labels": run["labels"], "seed": run["seeds"]}
     snapshots = read_table(i.snapshots, **keys, config_hash=config_hash(run))
     steps = TrainSettings.from_config(run, n_train).snapshot_steps
-    for _, snaps in snapshots.groupby("seed"):
-        check_keys(snaps, i.snapshots, step=steps)
     pca = read_table(i.pca, dataset=run["dataset"], kernel_size=run["architecture"]["kernel_size"])
     eigenvalues, basis = pca_basis(pca)
     frames = []
     for _, snaps in snapshots.groupby("seed", sort=True):
+        check_keys(snaps, i.snapshots, step=steps)  # every step of the schedule, per seed
         first = snaps.iloc[0]
         keys = {k: first[k] for k in ("dataset", "arch", "model", "labels", "seed")}
         keys["kernel_size"] = int(pca["kernel_size"].iloc[0])
