@@ -39,6 +39,7 @@ include: "workflow/rules/energy.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/theory.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/residuals.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/pretrained.smk"
 

@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 
 from firstlayer.analysis import (
+    HIGH,
+    MATCHED_TAU_TOLERANCE,
     RUN_KEYS,
+    arch_relation,
     consistency_summary,
     final_profiles,
     log_correlation,
@@ -250,11 +253,11 @@ def test_bootstrap_of_identical_pairs_is_a_point_and_is_reproducible():
 
 
 def test_bootstrap_weights_same_seed_pairs_by_one_count():
-    from firstlayer.analysis import _bootstrap_mean
+    from firstlayer.analysis import bootstrap_mean
 
     values = np.array([0.1, 0.9])
     seeds = np.array([0, 1])
-    boots = _bootstrap_mean(values, seeds, seeds, 4000, np.random.default_rng(0))  # trained vs init: a == b
+    boots = bootstrap_mean(values, seeds, seeds, 4000, np.random.default_rng(0))  # trained vs init: a == b
     assert set(np.round(np.unique(boots), 6)) <= {0.1, 0.5, 0.9}
     assert np.mean(boots) == pytest.approx(0.5, abs=0.02)
 
@@ -452,3 +455,130 @@ def test_precision_is_reported_and_mixed_precision_warned():
     assert final_accuracy(mixed_seeds).set_index("arch").loc["b", "precision"] == "bfloat16+float32"
     assert precision_warnings(metrics.drop(columns="precision")) == []
     assert "precision" not in final_accuracy(metrics.drop(columns="precision"))
+
+
+# ------------------------------------------------------------------------ what two architectures differ in
+
+LINEAR = {
+    "model": "linear",
+    "kernel_size": 3,
+    "width": 64,
+    "first_layer": None,
+    "optimizer": "sgd",
+    "lr": 0.002,
+    "momentum": 0.9,
+    "batch_size": 64,
+    "steps": 300,
+    "init_scale": 1.0,
+    "seeds_per_job": 3,
+    "eval_points": None,
+}
+
+
+def test_arch_relation_names_init_scale_architecture_and_training():
+    small_init = {**LINEAR, "init_scale": 0.01}
+    assert arch_relation(LINEAR, small_init) == arch_relation(small_init, LINEAR) == "init scale"
+    # how jobs are grouped or evaluated does not make another network
+    assert arch_relation(LINEAR, {**small_init, "seeds_per_job": 1, "eval_points": 5}) == "init scale"
+    assert arch_relation(LINEAR, {**LINEAR, "model": "small_cnn"}) == "architecture"
+    assert arch_relation(LINEAR, {**small_init, "width": 32}) == "architecture"  # a network setting wins
+    assert arch_relation(LINEAR, {**LINEAR, "first_layer": "lowrank"}) == "architecture"
+    assert arch_relation(LINEAR, {**LINEAR, "lr": 0.02}) == "training"
+    assert arch_relation(LINEAR, {**small_init, "lr": 0.02}) == "training"  # init scale and more
+    assert arch_relation(LINEAR, {**LINEAR, "optimizer": "adam"}) == "training"
+    missing = {k: v for k, v in LINEAR.items() if k != "momentum"}  # defaults not filled: another setting
+    assert arch_relation(LINEAR, missing) == "training"
+    assert arch_relation(LINEAR, dict(LINEAR)) == "training"  # nothing differs: no network or init difference
+
+
+def test_relation_with_architecture_entries():
+    entries = {
+        "linear": LINEAR,
+        "linear_small_init": {**LINEAR, "init_scale": 0.01},
+        "small_cnn": {**LINEAR, "model": "small_cnn", "width": 32},
+        "linear_fast": {**LINEAR, "lr": 0.02},
+    }
+    a = pd.Series({"dataset": "x", "arch": "linear", "labels": "true", "seed": 0})
+    assert relation(a, pd.Series({**a, "arch": "linear_small_init"}), entries) == "init scale"
+    assert relation(a, pd.Series({**a, "arch": "linear_small_init", "seed": 1}), entries) == "init scale+seed"
+    assert relation(a, pd.Series({**a, "arch": "small_cnn"}), entries) == "architecture"
+    assert relation(a, pd.Series({**a, "arch": "linear_fast", "labels": "random"}), entries) == "training+labels"
+    # without entries, or for an architecture without one (e.g. a pretrained model), the name stays 'architecture'
+    assert relation(a, pd.Series({**a, "arch": "linear_small_init"})) == "architecture"
+    assert relation(a, pd.Series({**a, "arch": "resnet18"}), entries) == "architecture"
+    assert relation(a, a.copy(), entries) == "same"
+
+
+def test_pairwise_consistency_labels_an_init_scale_pair(energy):
+    entries = {"linear": LINEAR, "small_cnn": {**LINEAR, "init_scale": 0.01},
+               "resnet18": {**LINEAR, "model": "resnet18", "kernel_size": 5}}  # fmt: skip
+    pairs = pairwise_consistency(final_profiles(energy), entries)
+    between = pairs[(pairs.relation != "trained vs init") & (pairs.kind == "W-W0")]
+    one_network = between[{"linear", "small_cnn"} == between[["arch_a", "arch_b"]].apply(set, axis=1)]
+    same_rest = one_network[[(r.dataset_a, r.labels_a, r.seed_a) == (r.dataset_b, r.labels_b, r.seed_b)
+                             for r in one_network.itertuples()]]  # fmt: skip
+    assert len(same_rest) == 8 and (same_rest.relation == "init scale").all()  # 2 datasets x 2 labels x 2 seeds
+    assert "architecture" not in set(between.relation)  # resnet18 (k = 5) pairs with no k = 3 network
+    plain = pairwise_consistency(final_profiles(energy))
+    assert set(plain.relation) - set(pairs.relation) >= {"architecture"}
+    assert len(plain) == len(pairs) and np.allclose(plain.correlation, pairs.correlation)
+    assert "init scale" in set(consistency_summary(pairs, n_boot=50).relation)
+
+
+def test_final_profiles_carry_the_bank_width_when_energy_has_it(energy):
+    assert "filters" not in final_profiles(energy)
+    widths = final_profiles(energy.assign(filters=np.where(energy.arch == "linear", 64, 32)))
+    assert set(widths.loc[widths.arch == "linear", "filters"]) == {64}
+    assert set(widths.loc[widths.arch != "linear", "filters"]) == {32}
+
+
+# ------------------------------------------------------------------------ informative pairs in the summary
+
+
+def annotated_seed_pairs() -> pd.DataFrame:
+    """Seed pairs of one family, four seeds: the three pairs of seed 3 uninformative (e.g. its profile is early) and
+    low; the rest high."""
+    pairs = synthetic_seed_pairs(4, 0.0)
+    with_3 = (pairs.seed_a == 3) | (pairs.seed_b == 3)
+    return pairs.assign(
+        correlation=np.where(with_3, 0.99, 0.8 + 0.01 * pairs.seed_a + 0.02 * pairs.seed_b),
+        informative=pd.array(~with_3, dtype="boolean"),
+        null_r=np.where(with_3, 0.97, 0.93),
+    )
+
+
+def test_consistency_summary_reports_the_informative_pairs():
+    pairs = annotated_seed_pairs()
+    s = consistency_summary(pairs, n_boot=300).iloc[0]
+    informative = pairs[pairs.informative.astype(bool)]
+    assert s["n"] == 6 and s["informative_n"] == 3 == len(informative)
+    assert s["mean"] == pytest.approx(pairs.correlation.mean())
+    assert s["informative_mean"] == pytest.approx(informative.correlation.mean())
+    assert s["informative_mean"] < HIGH < s["mean"]  # all pairs would say yes; the informative ones do not
+    assert s["informative_min"] == pytest.approx(informative.correlation.min())
+    assert s["informative_max"] == pytest.approx(informative.correlation.max())
+    assert s["informative_n_seeds"] == 3 and s["n_seeds"] == 4
+    assert s["informative_ci_low"] <= s["informative_mean"] <= s["informative_ci_high"] < HIGH
+    assert s["null_r"] == pytest.approx(pairs.null_r.mean())
+    assert "informative_confidence" not in s and "informative_n_boot" not in s
+
+
+def test_consistency_summary_without_informative_pairs_or_column():
+    pairs = annotated_seed_pairs()
+    # a second family (another architecture) none of whose pairs is informative
+    other = pairs.assign(arch_a="cnn", arch_b="cnn", informative=pd.array([False] * len(pairs), dtype="boolean"))
+    both = consistency_summary(pd.concat([pairs, other], ignore_index=True), n_boot=50).set_index("arch")
+    row = both.loc["cnn"]
+    assert row["n"] == 6 and row["informative_n"] == 0
+    assert np.isnan(row["informative_mean"]) and np.isnan(row["informative_ci_low"])
+    assert both.loc["linear", "informative_n"] == 3 and both["informative_n"].dtype == np.int64
+    # NA (a pair without a regime, e.g. of kind W) counts as not informative; a null without values is NaN
+    na = consistency_summary(pairs.assign(informative=pd.NA, null_r=np.nan), n_boot=50).iloc[0]
+    assert na["informative_n"] == 0 and np.isnan(na["null_r"])
+    plain = consistency_summary(pairs.drop(columns=["informative", "null_r"]), n_boot=50)
+    assert not [c for c in plain.columns if c.startswith("informative_") or c == "null_r"]
+
+
+def test_the_thresholds():
+    assert HIGH == 0.9
+    assert MATCHED_TAU_TOLERANCE == pytest.approx(np.log(np.sqrt(2.0)))

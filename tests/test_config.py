@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from firstlayer.analysis import arch_relation
 from firstlayer.config import (
     ConfigError,
     Run,
     TrainJob,
+    architecture_entries,
     expand_grid,
     iter_datasets,
     kernel_sizes,
@@ -80,7 +82,8 @@ def test_defaults_are_filled_everywhere(minimal):
         for key, sub in schema["properties"][section]["properties"].items():
             if "default" in sub:
                 assert config[section][key] == sub["default"], (section, key)
-    assert config["snapshots"]["count"] == 8
+    assert config["snapshots"]["count"] == 12
+    assert config["analysis"]["null_draws"] == 1000
     assert config["fit"]["points_per_decade"] == 40
     assert config["grid"][0]["seeds"] == [0, 1]
     lin = config["architectures"]["lin"]
@@ -88,6 +91,27 @@ def test_defaults_are_filled_everywhere(minimal):
     assert config["datasets"]["a"]["labels"] == "photo" and config["datasets"]["a"]["image_size"] == 32
     assert config["datasets"]["b"]["download"] is False
     assert "labels" not in config["datasets"]["b"]  # another source's defaults do not leak in
+
+
+def test_architecture_entries_fill_the_schema_defaults(minimal):
+    minimal["architectures"]["lin_small"] = {"model": "linear", "lr": 0.1, "steps": 10, "init_scale": 0.01,
+                                             "optimizer": "sgd", "seeds_per_job": 3}  # fmt: skip
+    entries = architecture_entries(validate_config(minimal))
+    assert set(entries) == {"lin", "cnn5", "res", "lin_small"}
+    assert entries["lin"]["init_scale"] == 1.0 and entries["lin"]["momentum"] == 0.9
+    assert entries["lin_small"]["optimizer"] == entries["lin"]["optimizer"] == "sgd"
+    # filled in, two entries that read alike are one setting: lin and lin_small differ in init scale only
+    assert arch_relation(entries["lin"], entries["lin_small"]) == "init scale"
+    assert arch_relation(entries["lin"], entries["cnn5"]) == "architecture"
+    raw = architecture_entries({"architectures": {"x": {"model": "linear"}}})["x"]
+    assert raw["model"] == "linear" and raw["init_scale"] == 1.0  # no validation needed
+
+
+def test_the_shipped_small_init_architecture_is_the_linear_cnn_at_another_init_scale():
+    entries = architecture_entries(validate_config(load(ROOT / "config.yaml")))
+    if not {"linear", "linear_small_init"} <= set(entries):
+        pytest.skip("config.yaml has no linear / linear_small_init pair")
+    assert arch_relation(entries["linear"], entries["linear_small_init"]) == "init scale"
 
 
 def test_grid_labels_default(minimal):

@@ -56,7 +56,7 @@ def test_embedded_photos_load_offline():
         assert min(photo.shape[:2]) >= 256 and photo.std() > 10, name
 
 
-@pytest.mark.parametrize("labels", ["photo", "rotation", "texture"])
+@pytest.mark.parametrize("labels", ["photo", "rotation", "texture", "polarity"])
 def test_embedded_deterministic(labels):
     a = D.make_embedded_dataset(labels=labels, **SMALL)
     b = D.make_embedded_dataset(labels=labels, **SMALL)
@@ -169,6 +169,87 @@ def test_texture_labels_carry_no_class_mean_signal():
     assert np.abs(texture_means - 128).max() < 1.5
     assert np.ptp(photo_means, axis=0).max() > 20  # the same crops as labelled by photo: the signal removed
     assert texture_share < 0.02 < photo_share
+
+
+def test_embedded_polarity_labels():
+    ds = D.make_embedded_dataset(labels="polarity", **SMALL)
+    m = ds.manifest
+    assert ds.images.shape == (2 * 18, 3, 16, 16) and ds.class_names == ("positive", "negative")
+    counts = m.groupby(["split", "label"]).size()
+    assert (counts.loc["train"] == 12).all() and (counts.loc["test"] == 6).all()
+    per_photo = m[(m.split == "train") & (m.label == 0)].groupby("photo").size()
+    assert per_photo.tolist() == [4, 4, 4]  # drawn evenly across photos
+    assert_split_disjoint(m, 16)  # a crop and its negative share a split
+    pairs = m.groupby(["photo", "row", "col"])
+    assert pairs.size().eq(2).all() and all(sorted(v) == [0, 1] for v in pairs.label.apply(list))
+    assert pairs.split.nunique().eq(1).all() and pairs.rotation.nunique().eq(1).all()
+    for _, rows in pairs:
+        pos, neg = rows.sort_values("label")["index"]
+        np.testing.assert_array_equal(ds.images[neg], 255 - ds.images[pos])
+        r = m.iloc[pos]
+        crop = np.rot90(crop_of(r.photo, 0.5, r.row, r.col, 16), r.rotation // 90, axes=(0, 1))
+        expected = D.polarity_crops(crop[None].copy(), np.zeros(1, dtype=bool))[0]
+        np.testing.assert_array_equal(ds.images[pos], expected.transpose(2, 0, 1))
+    config = {"source": "embedded", "labels": "polarity", "photos": SMALL["photos"], "train_per_class": 12,
+              "test_per_class": 6, "image_size": 16}  # fmt: skip
+    assert len(D.prepare_dataset(config).split("train")[0]) == 24
+
+
+def test_polarity_crops_centre_and_negate():
+    rng = np.random.default_rng(0)
+    crops = rng.integers(60, 90, size=(3, 8, 8, 3), dtype=np.uint8)
+    crops[1, 0, 0] = 255  # a highlight 180 above the mean: contrast reduced to fit, not clipped
+    crops[2] = 0  # flat
+    out = D.polarity_crops(crops, np.array([False, False, True]))
+    assert out.dtype == np.uint8 and out.shape == crops.shape
+    means = out[:2].mean(axis=(1, 2), dtype=np.float64)
+    assert np.abs(means - 127.5).max() <= 0.5
+    assert out[1].max() == 255 and out[1].min() > 0  # the highlight sets the gain
+    assert np.ptp(out[0].astype(int) - crops[0].astype(int), axis=(0, 1)).max() == 0  # a whole-number shift
+    assert (out[2] == 255 - 128).all()
+    np.testing.assert_array_equal(D.polarity_crops(crops, np.ones(3, dtype=bool)), 255 - D.polarity_crops(
+        crops, np.zeros(3, dtype=bool)))  # fmt: skip
+
+
+def test_patch_pixel_means_are_patch_means():
+    import torch
+    import torch.nn.functional as F
+
+    x = np.random.default_rng(0).integers(0, 256, size=(5, 12, 10, 3), dtype=np.uint8)
+    means = D.patch_pixel_means(x, (3, 5))
+    start = 0
+    for k in (3, 5):
+        patches = F.unfold(torch.from_numpy(x.transpose(0, 3, 1, 2)).double(), k).mean(-1).numpy()  # (n, c*k*k)
+        expected = patches.reshape(5, 3, k, k).transpose(0, 2, 3, 1).reshape(5, -1)
+        np.testing.assert_allclose(means[:, start : start + 3 * k * k], expected, rtol=0, atol=1e-12)
+        start += 3 * k * k
+    assert start == means.shape[1]
+
+
+def test_polarity_classes_share_patch_means_and_covariances():
+    from firstlayer.label_information import class_patch_moments, label_information_frames
+
+    ds = D.make_embedded_dataset(labels="polarity", **{**SMALL, "train_per_class": 96, "image_size": 32})
+    x, y = ds.split("train")
+    for k in (3, 5):
+        counts, totals, outers = class_patch_moments(x, y[None], k)
+        mean = totals[0] / counts[0][:, None]  # (2, d), pixel units minus 128
+        cov = outers[0] / counts[0][:, None, None] - mean[:, :, None] * mean[:, None, :]
+        np.testing.assert_allclose(cov[0], cov[1], rtol=0, atol=1e-9 * np.abs(cov).max())  # exactly, to rounding
+        np.testing.assert_allclose(mean[0] + mean[1], -1.0, rtol=0, atol=1e-9)  # mirrored about 127.5
+    mean, std = D.channel_stats(x)
+    _, summary = label_information_frames(x, y, 3, mean, std, rng=np.random.default_rng(0), draws=5)
+    r = summary.iloc[0]
+    assert r.first_order < r.first_order_null_mean
+    assert r.second_order < 1e-4 * r.second_order_null_mean  # not 0: the pooled covariance holds the means' split
+
+    def drift(crops: np.ndarray) -> float:  # largest patch pixel mean's distance from 127.5
+        return float(np.abs(D.patch_pixel_means(crops, D.POLARITY_KERNELS).mean(axis=0) - 127.5).max())
+
+    # balanced: the positives' patch means sit on 127.5 several times closer than those of as many random crops
+    raw = D.make_embedded_dataset(labels="photo", **{**SMALL, "train_per_class": 32, "image_size": 32})
+    random_crops = D.polarity_crops(raw.split("train")[0].transpose(0, 2, 3, 1), np.zeros(96, dtype=bool))
+    assert drift(np.ascontiguousarray(x[y == 0].transpose(0, 2, 3, 1))) < 0.6 < 1.0 < drift(random_crops)
 
 
 def test_embedded_defaults():

@@ -79,7 +79,8 @@ def test_energy_frame_rows_and_values():
     rng = np.random.default_rng(7)
     snaps = {10: rng.normal(size=(3, d)), 0: rng.normal(size=(3, d)), 4: rng.normal(size=(3, d))}
     frame = energy_frame(snaps, lam, u)
-    assert {"step", "kind", "component", "eigenvalue", "energy"} <= set(frame.columns)
+    assert {"step", "kind", "component", "eigenvalue", "energy", "filters"} <= set(frame.columns)
+    assert (frame["filters"] == 3).all()  # the bank's width: regime.py's random-bank null is per width
     counts = frame.groupby(["kind", "step"]).size()
     assert dict(counts) == {("W", 0): d, ("W", 4): d, ("W", 10): d, ("W-W0", 4): d, ("W-W0", 10): d}
     for (kind, step), g in frame.groupby(["kind", "step"]):
@@ -104,6 +105,7 @@ def test_w_alone_needs_no_init_and_banks_may_be_conv_weights():
     w = np.random.default_rng(8).normal(size=(4, 3, 2, 2))
     frame = energy_frame({TRAINED_STEP: w}, np.arange(12.0, 0, -1), u, kinds=("W",))
     assert set(frame.kind) == {"W"} and set(frame.step) == {TRAINED_STEP} and len(frame) == 12
+    assert set(frame.filters) == {4}
     np.testing.assert_array_equal(frame.energy.to_numpy(), energy_profile(w.reshape(4, -1), u))
 
 

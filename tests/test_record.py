@@ -23,12 +23,13 @@ from firstlayer.record import (
     readme_records,
     record_markdown,
     replace_block,
+    scale_line,
     training_reached,
     update_readme,
     verdict_summary,
     write_record,
 )
-from firstlayer.replication import COLUMNS, to_markdown, verdict
+from firstlayer.replication import COLUMNS, VERDICTS, to_markdown, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,11 +96,12 @@ def test_claim_overview_counts_rows_per_claim_in_table_order():
 def test_the_record_has_the_run_the_datasets_the_training_and_the_table(tmp_path: Path):
     t = run_tables()
     text = record_markdown("long", "snakemake --cores all", "abc123", "2 cores", 4500.0, t, "| table |\n", "A note.")
-    assert "(4500 s)\n\nA note.\n\nWritten by" in text
+    assert "(4500 s)\n- scale: 1 dataset(s) as configured, on a CPU; " in text
+    assert "the paper's scale is CIFAR-10, CelebA and ImageNet on GPUs\n\nA note.\n\nWritten by" in text
     assert "    snakemake --cores all" in text and "`abc123`" in text and "75.0 minutes (4500 s)" in text
     assert "| tex | 0.090% | 0.150% |" in text  # label information per kernel size
     assert "| tex | cnn | random | 2 | 100 | 0.300 | 0.100 | 0.100 | 3 | 1 |" in text
-    assert "| labels | 1 | 1 | 0 | partly |" in text and "| table |" in text
+    assert "| labels | 1 | 1 | 0 | 0 | partly |" in text and "| table |" in text
     assert all(f"![{f}](long/{f}.png)" in text for f in RECORD_FIGURES)
 
 
@@ -122,9 +124,11 @@ def test_write_record_writes_the_markdown_and_small_figures(tmp_path: Path):
 
 
 def replication_table(rows: list[tuple[str, str, str, object]]) -> pd.DataFrame:
-    """A replication table of (claim, condition, measured, holds) rows, the other columns filled."""
+    """A replication table of (claim, condition, measured, holds or verdict word) rows, the other columns filled."""
     frame = pd.DataFrame(rows, columns=["claim", "condition", "measured", "holds"])
     frame["paper"], frame["criterion"], frame["value"] = "the paper | §3", "r >= 0.9", np.nan
+    frame["verdict"] = [verdict(h) for h in frame["holds"]]
+    frame["holds"] = frame["verdict"].map(HOLDS).astype(object)
     return frame[COLUMNS]
 
 
@@ -147,7 +151,12 @@ ROWS_B = [("seeds agree", f"arch {i}", f"r = 0.{i}", False) for i in range(5)] +
 
 
 def test_holds_words_read_back_to_what_verdict_writes():
-    assert all(verdict(holds) == word for word, holds in HOLDS.items())
+    assert set(HOLDS) == set(VERDICTS)
+    assert all(verdict(word) == word for word in HOLDS)
+    assert all(verdict(holds) == word for word, holds in HOLDS.items() if word in ("yes", "no"))
+    assert HOLDS["yes"] is True and HOLDS["no"] is False
+    assert all(HOLDS[w] is None for w in VERDICTS if w not in ("yes", "no"))
+    assert verdict(HOLDS["not run"]) == "not run"
 
 
 def test_a_markdown_table_reads_back_with_its_escaped_pipes():
@@ -240,3 +249,66 @@ def test_a_record_written_into_the_readmes_records_folder_rewrites_its_summary(t
     assert readme.read_text() == f"{README_BEGIN}\n{README_END}\n"  # a record outside docs/replication: untouched
     assert main([*args, "--out", str(out), "--readme", str(readme)]) == 0
     assert "[new](docs/replication/new.md)" in readme.read_text() and update_readme(readme, out, check=True)
+
+
+# ------------------------------------------------------------------------ the verdict words beyond yes and no
+
+ROWS_WORDS = [
+    ("seeds agree", "arch a", "r = 0.97 [0.95, 0.99] over 6 informative of 6 pairs", "yes"),
+    ("seeds agree", "arch b", "r = 0.93 [0.85, 0.97] over 6 informative of 6 pairs", "undecided"),
+    ("seeds agree", "arch c", "no informative pair of 6", "not informative"),
+    ("labels agree", "arch a", "no informative pair of 3", "not informative"),
+    ("labels agree", "arch b", "r = 0.5 [0.4, 0.6] over 3 informative of 3 pairs", "undecided"),
+    ("flatter", "arch a", "not applicable: dataset grey: too small", "not applicable"),
+    ("frozen", "(none)", "not run: no frozen runs", "not run"),
+    ("fits", "arch a", "r = 0.5 [0.4, 0.6] over 3 informative of 3 runs", "no"),
+]
+
+
+def test_claim_overview_counts_undecided_rows():
+    overview = claim_overview(replication_table(ROWS_WORDS)).set_index("claim")
+    assert list(overview.columns) == ["holds", "fails", "undecided", "not run", "verdict"]
+    seeds = overview.loc["seeds agree"]
+    assert (seeds["holds"], seeds["fails"], seeds["undecided"], seeds["not run"]) == (1, 0, 2, 0)
+    assert seeds["verdict"] == "yes"  # every decided row holds; the undecided ones are counted beside it
+    assert overview.loc["labels agree", "verdict"] == "undecided" and overview.loc["labels agree", "undecided"] == 2
+    assert overview.loc["flatter", "verdict"] == "not run" and overview.loc["flatter", "not run"] == 1
+    assert overview.loc["frozen", "verdict"] == "not run" and overview.loc["fits", "verdict"] == "no"
+    # the counts add up to the rows of each claim
+    assert (overview[["holds", "fails", "undecided", "not run"]].sum(axis=1) == [3, 2, 1, 1, 1]).all()
+    # a table with 'holds' only (written before the verdict column) still reads
+    old = claim_overview(pd.DataFrame({"claim": ["x", "x"], "holds": [True, None]})).iloc[0]
+    assert (old["holds"], old["undecided"], old["not run"], old["verdict"]) == (1, 0, 1, "yes")
+
+
+def test_a_record_reads_back_every_verdict_word(tmp_path: Path):
+    path = write_synthetic_record(tmp_path, "words", ROWS_WORDS)
+    assert "| undecided |" in path.read_text() and "| not informative |" in path.read_text()
+    table = read_record(path.read_text())["replication"]
+    assert table["verdict"].tolist() == [w for *_, w in ROWS_WORDS]
+    assert table["holds"].tolist() == [True, None, None, None, None, None, None, False]
+    assert claim_overview(table).set_index("claim").loc["seeds agree", "undecided"] == 2
+    summary = read_markdown_table(verdict_summary([path], tmp_path)).set_index("claim")
+    column = summary.columns[0]
+    assert summary.loc["seeds agree", column] == "yes, 1 of 1 rows hold, 2 undecided"
+    assert summary.loc["labels agree", column] == "undecided" and summary.loc["flatter", column] == "not run"
+    assert summary.loc["fits", column] == "no, 0 of 1 rows hold"
+    with pytest.raises(ValueError, match="'holds' has \\['maybe'\\]"):
+        read_record(path.read_text().replace("| undecided |", "| maybe |"))
+
+
+def test_the_scale_line_says_the_arithmetic_and_the_papers_scale():
+    metrics = run_tables()["metrics"]
+    line = scale_line("16 cores of X, GPU NVIDIA H200; torch 2", metrics.assign(precision="bfloat16"))
+    assert line.startswith("- scale: 1 dataset(s) as configured, on a GPU; layers above the first in bfloat16 ")
+    assert "(the first layer is float32)" in line and line.endswith(
+        "the paper's scale is CIFAR-10, CelebA and ImageNet on GPUs\n")  # fmt: skip
+    mixed = metrics.assign(precision=np.where(metrics.seed == 0, "bfloat16", "float32"))
+    assert "in bfloat16 and float32 (" in scale_line("2 cores of X, no GPU; torch 2", mixed)
+    line = scale_line("2 cores of X, no GPU; torch 2", metrics)
+    assert "on a CPU" in line and "in not recorded" in line and "the paper's scale" in line
+    two = pd.concat([metrics, metrics.assign(dataset="rot")], ignore_index=True)
+    assert "2 dataset(s)" in scale_line("no GPU", two)
+    text = record_markdown("r", "snakemake", "abc", "2 cores, no GPU", 60.0,
+                           {**run_tables(), "metrics": metrics.assign(precision="bfloat16")}, "| t |\n")  # fmt: skip
+    assert "- scale: 1 dataset(s) as configured, on a CPU; layers above the first in bfloat16" in text

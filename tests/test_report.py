@@ -41,9 +41,29 @@ def test_replication_page() -> None:
     assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page
     assert "frozen &lt;ok&gt;" in page and '<td class="yes">yes</td>' in page and '<td class="not-run">' in page
     assert '<td class="no">no</td>' in page and page.count("<tr>") == len(table) + 1
-    assert "1 of 2 tested claims hold on this run (1 not run by this grid)" in page
+    assert (
+        "1 of 2 decided rows hold on this run; 1 rows are undecided, not informative, not applicable or not run" in page
+    )
     with pytest.raises(ValueError, match=r"replication table lacks columns \['holds'\]"):
         replication_html(table.drop(columns="holds"))
+
+
+def test_replication_page_colours_the_verdict_words() -> None:
+    words = ["yes", "no", "undecided", "not informative", "not applicable", "not run"]
+    table = pd.DataFrame({
+        "claim": [f"claim {i}" for i in range(6)], "paper": "§3", "condition": "arch linear", "measured": "r = 0.9",
+        "value": 0.9, "criterion": ">= 0.9", "holds": [True, False, None, None, None, None], "verdict": words,
+    })  # fmt: skip
+    page = replication_html(table)
+    for word in words:  # the verdict column, not holds, is what a row says
+        css = word.replace(" ", "-")
+        assert f'<td class="{css}">{word}</td>' in page
+        assert f"td.{css}" in page  # and each class has a colour in the page's style
+    assert "1 of 2 decided rows hold on this run; 4 rows are undecided" in page
+    assert [holds_cell(w) for w in ("undecided", "not informative")] == [
+        ("undecided", "undecided"), ("not informative", "not-informative")]  # fmt: skip
+    with pytest.raises(ValueError, match="unknown verdict"):
+        holds_cell("maybe")
 
 
 def test_holds_cell_reads_missing_as_not_run() -> None:

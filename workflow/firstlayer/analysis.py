@@ -4,7 +4,7 @@ label information, the frozen-first-layer accuracy control (docs/method.md: Whit
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,6 +15,12 @@ from firstlayer.theory import pearson
 RUN_KEYS = ["dataset", "arch", "labels", "seed"]
 #: What a pair of runs differs in, named in words.
 FACTOR_NAMES = {"dataset": "dataset", "arch": "architecture", "labels": "labels", "seed": "seed"}
+#: Correlation above which profiles count as "highly consistent" (fixed before looking at any result).
+HIGH = 0.9
+#: Architecture settings that make the network itself: two entries that differ in one of them are two architectures.
+NETWORK_KEYS = ("model", "kernel_size", "width", "first_layer")
+#: Architecture settings that say how jobs are grouped or evaluated, not what is learned.
+NON_LEARNING_KEYS = ("seeds_per_job", "eval_points")
 
 
 #: Label modes whose first layer learns (the frozen control keeps its init: W - W0 is zero, nothing to compare).
@@ -53,21 +59,37 @@ def final_profiles(energy: pd.DataFrame, modes: tuple[str, ...] = LEARNING_MODES
                     "kind": kind,
                     "step": int(sel["step"].iloc[0]),
                     "kernel_size": int(sel["kernel_size"].iloc[0]),
+                    **({"filters": int(sel["filters"].iloc[0])} if "filters" in sel else {}),
                     "profile": sel["energy"].to_numpy(),
                 }
             )
     return pd.DataFrame(rows)
 
 
-def relation(a: pd.Series, b: pd.Series) -> str:
-    """What two runs differ in, e.g. 'seed' or 'architecture+labels'."""
+def arch_relation(a: Mapping[str, object], b: Mapping[str, object]) -> str:
+    """Two architecture entries (defaults filled in) -> what they differ in: 'architecture' (a network setting),
+    'init scale' (only init_scale: one network from two initial scales) or 'training' (anything else)."""
+    diff = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} - set(NON_LEARNING_KEYS)
+    if diff & set(NETWORK_KEYS):
+        return "architecture"
+    return "init scale" if diff == {"init_scale"} else "training"
+
+
+def relation(a: pd.Series, b: pd.Series, architectures: Mapping[str, Mapping[str, object]] | None = None) -> str:
+    """What two runs differ in, e.g. 'seed' or 'architecture+labels'. With the runs' ``architectures`` entries, two
+    architectures that are one network are named by what they do differ in (``arch_relation``)."""
     diff = [FACTOR_NAMES[k] for k in RUN_KEYS if a[k] != b[k]]
+    if architectures and a["arch"] != b["arch"] and a["arch"] in architectures and b["arch"] in architectures:
+        name = arch_relation(architectures[a["arch"]], architectures[b["arch"]])
+        diff = [name if d == FACTOR_NAMES["arch"] else d for d in diff]
     return "+".join(diff) if diff else "same"
 
 
-def pairwise_consistency(profiles: pd.DataFrame) -> pd.DataFrame:
+def pairwise_consistency(
+    profiles: pd.DataFrame, architectures: Mapping[str, Mapping[str, object]] | None = None
+) -> pd.DataFrame:
     """Pearson correlation of every pair of final profiles of the same kind and dimension, with the pair's
-    relation; plus each run's trained profiles against its own initial profile (relation 'trained vs init')."""
+    relation (``relation``); plus each run's trained profiles against its own initial profile ('trained vs init')."""
     rows = []
     for kind in ("W", "W-W0"):
         sub = profiles[profiles.kind == kind].reset_index(drop=True)
@@ -75,7 +97,7 @@ def pairwise_consistency(profiles: pd.DataFrame) -> pd.DataFrame:
             a, b = sub.loc[i], sub.loc[j]
             if a["kernel_size"] != b["kernel_size"]:
                 continue
-            rows.append(_pair_row(kind, relation(a, b), a, b))
+            rows.append(_pair_row(kind, relation(a, b, architectures), a, b))
         init = {tuple(r[k] for k in RUN_KEYS): r for _, r in profiles[profiles.kind == "W0"].iterrows()}
         for _, a in sub.iterrows():
             b = init.get(tuple(a[k] for k in RUN_KEYS))
@@ -108,7 +130,7 @@ def _pair_row(kind: str, rel: str, a: pd.Series, b: pd.Series) -> dict:
     return row
 
 
-def _bootstrap_mean(
+def bootstrap_mean(
     values: np.ndarray, seeds_a: np.ndarray, seeds_b: np.ndarray, n_boot: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Means of pair values over bootstrap resamples of the seeds: a resample draws the group's seeds with
@@ -131,23 +153,39 @@ def consistency_summary(
     """Pairs -> per (kind, relation, architecture where both runs share one): n pairs, n seeds, mean, min, max
     correlation, and a bootstrap confidence interval of the mean over seeds (percentile interval, ``n_boot``
     resamples of the seeds involved; with one seed the interval is the single value); beside them the mean rank and
-    log-scale correlations (``rank_mean``, ``log_mean``) where the pairs have them."""
+    log-scale correlations (``rank_mean``, ``log_mean``) where the pairs have them. Pairs annotated by
+    ``regime.annotate_pairs`` add the same statistics over their informative pairs only (``informative_n``,
+    ``informative_mean``, ``informative_ci_low`` ...; n 0 and NaN where none is) and the mean null r."""
     pairs = pairs.assign(arch=np.where(pairs.arch_a == pairs.arch_b, pairs.arch_a, "(mixed)"))
     rng = np.random.default_rng(seed)
     rows = []
     for (kind, rel, arch), g in pairs.groupby(["kind", "relation", "arch"], sort=True):
-        values = g["correlation"].to_numpy(np.float64)
-        boots = _bootstrap_mean(values, g["seed_a"].to_numpy(), g["seed_b"].to_numpy(), n_boot, rng)
-        lo, hi = np.nanquantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2])
-        rows.append({
-            "kind": kind, "relation": rel, "arch": arch, "n": len(g),
-            "n_seeds": int(np.unique(np.concatenate([g["seed_a"], g["seed_b"]])).size),
-            "mean": float(values.mean()), "ci_low": float(lo), "ci_high": float(hi),
-            "confidence": confidence, "n_boot": n_boot,
-            "min": float(values.min()), "max": float(values.max()),
-            **{f"{name}_mean": _mean_of(g, f"{name}_correlation") for name in ("rank", "log")},
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+        row = {"kind": kind, "relation": rel, "arch": arch, **_pair_statistics(g, n_boot, confidence, rng)}
+        row |= {f"{name}_mean": _mean_of(g, f"{name}_correlation") for name in ("rank", "log")}
+        if "informative" in g:
+            judged = g[g["informative"].fillna(False).astype(bool)]
+            stats = _pair_statistics(judged, n_boot, confidence, rng) if len(judged) else _NO_PAIRS
+            row |= {f"informative_{k}": v for k, v in stats.items() if k not in ("confidence", "n_boot")}
+            row["null_r"] = float(g["null_r"].mean()) if g["null_r"].notna().any() else np.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    return out.astype({"informative_n": "int64"}) if "informative_n" in out else out
+
+
+#: The statistics of a group without a pair: n 0, the rest NaN.
+_NO_PAIRS = {"n": 0, "n_seeds": 0, **dict.fromkeys(("mean", "ci_low", "ci_high", "min", "max"), np.nan)}
+
+
+def _pair_statistics(g: pd.DataFrame, n_boot: int, confidence: float, rng: np.random.Generator) -> dict:
+    """One group of pairs -> n, n seeds, mean, bootstrap interval over seeds (``bootstrap_mean``), min, max."""
+    values = g["correlation"].to_numpy(np.float64)
+    boots = bootstrap_mean(values, g["seed_a"].to_numpy(), g["seed_b"].to_numpy(), n_boot, rng)
+    lo, hi = np.nanquantile(boots, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return {
+        "n": len(g), "n_seeds": int(np.unique(np.concatenate([g["seed_a"], g["seed_b"]])).size),
+        "mean": float(values.mean()), "ci_low": float(lo), "ci_high": float(hi),
+        "confidence": confidence, "n_boot": n_boot, "min": float(values.min()), "max": float(values.max()),
+    }  # fmt: skip
 
 
 def _mean_of(pairs: pd.DataFrame, column: str) -> float:
@@ -159,8 +197,10 @@ def _mean_of(pairs: pd.DataFrame, column: str) -> float:
 # ------------------------------------------------------------------------ matched effective time
 # (docs/method.md, Matched effective time)
 
-#: Two snapshots are at matched effective time when their fitted tau are within this distance in ln tau (a factor 2).
-MATCHED_TAU_TOLERANCE = float(np.log(2.0))
+#: Two snapshots are at matched effective time when their fitted tau are within this distance in ln tau: a factor
+#: sqrt(2), within which the formula's own profiles correlate above HIGH across the informative window (a factor 2
+#: drops to about 0.81 there, so a mismatch alone could say "no"; docs/method.md, Matched effective time).
+MATCHED_TAU_TOLERANCE = float(np.log(np.sqrt(2.0)))
 
 
 def snapshot_profiles(energy: pd.DataFrame, fits: pd.DataFrame, kind: str = "W-W0") -> pd.DataFrame:
@@ -172,7 +212,8 @@ def snapshot_profiles(energy: pd.DataFrame, fits: pd.DataFrame, kind: str = "W-W
     for keys, g in e.groupby([*RUN_KEYS, "step"], sort=True):
         g = g.sort_values("component")
         rows.append({**dict(zip([*RUN_KEYS, "step"], keys, strict=True)), "kind": kind,
-                     "kernel_size": int(g["kernel_size"].iloc[0]), "profile": g["energy"].to_numpy()})  # fmt: skip
+                     "kernel_size": int(g["kernel_size"].iloc[0]), "profile": g["energy"].to_numpy(),
+                     **({"filters": int(g["filters"].iloc[0])} if "filters" in g else {})})  # fmt: skip
     return pd.DataFrame(rows).merge(f, on=[*RUN_KEYS, "step"], how="inner")
 
 

@@ -73,6 +73,14 @@ def schema_default(section: str, key: str) -> Any:
     return copy.deepcopy(where["properties"][key]["default"])
 
 
+def architecture_entries(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """arch -> its config entry with every schema default filled in: two entries that read alike are one setting
+    (``analysis.arch_relation`` names what two architectures differ in)."""
+    props = load_schema()["$defs"]["architecture"]["properties"]
+    defaults = {k: v["default"] for k, v in props.items() if "default" in v}
+    return {arch: {**copy.deepcopy(defaults), **entry} for arch, entry in config["architectures"].items()}
+
+
 @functools.cache
 def non_result_settings() -> dict[str, tuple[str, ...]]:
     """section -> the keys whose schema entry says ``affects_results: false`` (how often a job logs or saves its

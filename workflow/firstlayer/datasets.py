@@ -27,6 +27,8 @@ __all__ = [
     "EMBEDDED_LABELS",
     "EMBEDDED_PHOTOS",
     "EMBEDDED_PRESETS",
+    "POLARITY_CLASSES",
+    "POLARITY_KERNELS",
     "ROTATION_CLASSES",
     "DatasetError",
     "PreparedDataset",
@@ -41,6 +43,8 @@ __all__ = [
     "neutral_colour",
     "normalisation_frame",
     "normalisation_values",
+    "patch_pixel_means",
+    "polarity_crops",
     "prepare_dataset",
     "rescale_photo",
     "shard_bounds",
@@ -53,6 +57,7 @@ class DatasetError(ValueError):
 
 SPLITS = ("train", "test")
 ROTATION_CLASSES = ("0°", "90°", "180°", "270°")
+POLARITY_CLASSES = ("positive", "negative")
 
 
 @dataclass(frozen=True)
@@ -300,7 +305,7 @@ def _check_fraction(name: str, value: Any) -> float:
 
 
 #: Labellings of the embedded crops (``labels`` of ``make_embedded_dataset``).
-EMBEDDED_LABELS = ("photo", "rotation", "texture")
+EMBEDDED_LABELS = ("photo", "rotation", "texture", "polarity")
 
 
 def neutral_colour(crops: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -312,22 +317,84 @@ def neutral_colour(crops: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
     return np.clip(np.round(shifted), 0, 255).astype(np.uint8), order
 
 
+def polarity_crops(crops: np.ndarray, negate: np.ndarray) -> np.ndarray:
+    """(n, h, w, 3) uint8 crops, (n,) bool -> each crop centred on 127.5 per channel (contrast reduced only where
+    it would leave 0..255; rounded), then inverted (255 - x) where `negate`. Inversion maps every patch p to 255 - p:
+    a crop and its negative have the same patch covariance exactly, and patch means mirrored about 127.5."""
+    centred = crops - crops.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
+    # a common gain per crop, not clipping: clipping would cut the bright tails and move the mean with the skew
+    gain = np.minimum(1.0, 127.5 / np.maximum(np.abs(centred).max(axis=(1, 2, 3), keepdims=True), 1e-9))
+    out = np.clip(np.floor(centred * gain + 128.0), 0, 255).astype(np.uint8)  # 127.5 + x, rounded half up
+    out[negate] = 255 - out[negate]
+    return out
+
+
+def _rotate(crops: np.ndarray, k_rot: np.ndarray) -> np.ndarray:
+    """(n, h, w, 3) crops rotated in place by np.rot90(k_rot[i]) each."""
+    for k in range(1, 4):
+        crops[k_rot == k] = np.rot90(crops[k_rot == k], k, axes=(1, 2))
+    return crops
+
+
+#: Kernel sizes at which ``labels="polarity"`` balances its classes' patch means.
+POLARITY_KERNELS = (3, 5, 7)
+
+
+def patch_pixel_means(crops: np.ndarray, kernel_sizes: Sequence[int]) -> np.ndarray:
+    """(n, h, w, c) uint8 -> (n, sum_k k*k*c): for each kernel size k and patch pixel (a, b, channel), the mean of that
+    pixel over the crop's stride-1 k x k patches, i.e. of rows a..a+h-k, columns b..b+w-k."""
+    n, h, w, c = crops.shape
+    out = np.empty((n, sum(k * k * c for k in kernel_sizes)))
+    for start in range(0, n, 1024):  # integral images of 1024 crops at a time
+        block = crops[start : start + 1024]
+        sums = np.zeros((len(block), h + 1, w + 1, c), dtype=np.int64)
+        sums[:, 1:, 1:] = block.cumsum(axis=1, dtype=np.int64).cumsum(axis=2)
+        column = 0
+        for k in kernel_sizes:
+            lh, lw, a, b = h - k + 1, w - k + 1, np.arange(k)[:, None], np.arange(k)[None, :]
+            window = sums[:, a + lh, b + lw] - sums[:, a, b + lw] - sums[:, a + lh, b] + sums[:, a, b]  # (m, k, k, c)
+            out[start : start + len(block), column : column + k * k * c] = window.reshape(len(block), -1) / (lh * lw)
+            column += k * k * c
+    return out
+
+
+def _balanced_polarity(candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(2n, h, w, 3) ``polarity_crops``, in consecutive pairs -> (n,) index of one crop of each pair and (n,) its
+    rotation k, chosen greedily so that the running sum of their patch pixel means minus 127.5 stays near zero.
+
+    Crops of one photo overlap and share its gradients, so class means drawn at random differ by far more than
+    labels permuted across images would give; balancing keeps the positive class's means at 127.5 to within a few
+    crops' worth, and the negatives' are their mirror image."""
+    n = len(candidates) // 2
+    feats = [patch_pixel_means(np.rot90(candidates, k, axes=(1, 2)), POLARITY_KERNELS) - 127.5 for k in range(4)]
+    options = np.stack(feats, axis=1).reshape(n, 8, -1)  # slot j: crops 2j, 2j+1 x rotations 0..3
+    total, pick = np.zeros(options.shape[-1]), np.empty(n, dtype=np.int64)
+    for j in range(n):
+        pick[j] = np.argmin(np.square(total + options[j]).sum(axis=1))
+        total += options[j, pick[j]]
+    return 2 * np.arange(n) + pick // 4, pick % 4
+
+
 def _label_crops(
     labels: str, crops: np.ndarray, photo_index: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One split's (n, h, w, 3) crops grouped by photo -> (crops, labels, rotation k, (n, 3) channel order)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One split's (n, h, w, 3) crops grouped by photo -> (crops, labels, rotation k, (m, 3) channel order, (m,) the
+    input crop of each output crop)."""
     n = len(crops)
-    k_rot, channels = np.zeros(n, dtype=np.int64), np.tile(np.arange(3), (n, 1))
+    k_rot, channels, source = np.zeros(n, dtype=np.int64), np.tile(np.arange(3), (n, 1)), np.arange(n)
     if labels == "rotation":
         # Crops are grouped by photo in random order: cycling k gives every photo
         # (near-)equal counts of each rotation, and exactly n/4 per rotation overall.
         k_rot = np.arange(n, dtype=np.int64) % 4
-        for k in range(1, 4):
-            crops[k_rot == k] = np.rot90(crops[k_rot == k], k, axes=(1, 2))
-        return crops, k_rot, k_rot, channels
+        return _rotate(crops, k_rot), k_rot, k_rot, channels, source
+    if labels == "polarity":  # the crops are candidate pairs: keep one of each, then add its negative
+        kept, k_kept = _balanced_polarity(polarity_crops(crops, np.zeros(n, dtype=bool)))
+        source, k_rot = np.tile(kept, 2), np.tile(k_kept, 2)
+        label = np.repeat(np.arange(2, dtype=np.int64), len(kept))
+        return polarity_crops(_rotate(crops[source], k_rot), label == 1), label, k_rot, channels[source], source
     if labels == "texture":  # colour independent of the label (docs/method.md, A learnable label-neutral dataset)
         crops, channels = neutral_colour(crops, rng)
-    return crops, photo_index, k_rot, channels
+    return crops, photo_index, k_rot, channels, source
 
 
 def make_embedded_dataset(
@@ -351,6 +418,10 @@ def make_embedded_dataset(
     drawn evenly across photos, so labels carry no mean-colour information.
     labels="texture": label = photo index, each crop's colour randomised by ``neutral_colour``
     (column ``channels`` of the manifest), so only spatial structure tells the classes apart.
+    labels="polarity": train_per_class source crops drawn evenly across photos (each the better of two draws, and
+    rotated, by ``_balanced_polarity``), each twice in its split: label 0 = ``polarity_crops`` as is, label 1 = its
+    negative, so class patch covariances match exactly, class patch means nearly, and only higher orders (the skew
+    of natural images) tell the classes apart.
     """
     if labels not in EMBEDDED_LABELS:
         raise DatasetError(f"`labels` must be one of {list(EMBEDDED_LABELS)}, got {labels!r}")
@@ -368,12 +439,15 @@ def make_embedded_dataset(
         raise DatasetError(f"`min_std` must be a number >= 0, got {min_std!r}")
     scale, tile = float(scale), 2 * size
 
-    if labels != "rotation":
-        class_names: tuple[str, ...] = names
-        per_photo = {s: [counts[s]] * len(names) for s in SPLITS}
-    else:
-        class_names = ROTATION_CLASSES
+    if labels == "rotation":
+        class_names: tuple[str, ...] = ROTATION_CLASSES
         per_photo = {s: _even_counts(4 * counts[s], len(names)) for s in SPLITS}
+    elif labels == "polarity":
+        class_names = POLARITY_CLASSES
+        per_photo = {s: [2 * c for c in _even_counts(counts[s], len(names))] for s in SPLITS}  # candidate pairs
+    else:
+        class_names = names
+        per_photo = {s: [counts[s]] * len(names) for s in SPLITS}
 
     parts: dict[str, list[dict[str, np.ndarray]]] = {s: [] for s in SPLITS}
     for p, name in enumerate(names):
@@ -401,10 +475,10 @@ def make_embedded_dataset(
     images, columns = [], []
     for s, split in enumerate(SPLITS):
         cat = {k: np.concatenate([d[k] for d in parts[split]]) for k in parts[split][0]}
-        n = len(cat["crops"])
-        crops, label, k_rot, channels = _label_crops(
+        crops, label, k_rot, channels, source = _label_crops(
             labels, cat["crops"], cat["photo_index"], np.random.default_rng([seed, 2, s])
         )
+        cat, n = {k: v[source] for k, v in cat.items() if k != "crops"}, len(source)
         order = np.random.default_rng([seed, 0, s]).permutation(n)  # shuffle the split
         photo_names = np.asarray(names, dtype=object)[cat["photo_index"]]
         images.append(crops[order].transpose(0, 3, 1, 2))

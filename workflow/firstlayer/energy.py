@@ -34,8 +34,9 @@ def energy_profile(filters: np.ndarray, basis: np.ndarray) -> np.ndarray:
 def energy_frame(
     snapshots: Mapping[int, np.ndarray], eigenvalues: np.ndarray, basis: np.ndarray, *, kinds: Sequence[str] = KINDS
 ) -> pd.DataFrame:
-    """{step: (K, d) or (K, c, k, k)} -> tidy rows (step, kind, component, eigenvalue, energy): W at every step
-    and, when ``kinds`` has it, W - W0 at every step after the first (then step 0 must be present: it is W0)."""
+    """{step: (K, d) or (K, c, k, k)} -> tidy rows (step, kind, component, eigenvalue, energy, filters = K): W at
+    every step and, when ``kinds`` has it, W - W0 at every step after the first (then step 0 must be present: it
+    is W0)."""
     if unknown := set(kinds) - set(KINDS):
         raise ValueError(f"unknown profile kinds {sorted(unknown)}; allowed: {', '.join(KINDS)}")
     if "W-W0" in kinds and 0 not in snapshots:
@@ -55,6 +56,7 @@ def energy_frame(
                         "component": np.arange(1, d + 1),
                         "eigenvalue": eigenvalues,
                         "energy": energy_profile(bank, basis),
+                        "filters": len(bank),  # the bank's width: the random-bank null of regime.py is per width
                     }
                 )
             )

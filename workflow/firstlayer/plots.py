@@ -818,9 +818,79 @@ def plot_matched_tau(distances: pd.DataFrame, matched: pd.DataFrame) -> Figure:
         Line2D([], [], marker="o", ls="", color="#777777", alpha=0.5, label="a pair of snapshots (colour: relation)"),
         Line2D([], [], color="#777777", lw=2, label="median in bins of the distance"),
         Line2D([], [], marker="o", ls="", mfc="none", mec="black", label="matched snapshots of a pair of runs"),
-        Line2D([], [], color="#444444", ls="--", label=r"matching tolerance: $\tau$ within a factor 2"),
+        Line2D([], [], color="#444444", ls="--", label=r"matching tolerance: $\tau$ within a factor $\sqrt{2}$"),
     ]
     title = (
         "Correlation of W − W0 profiles against the distance of their effective times\n(fits off the τ grid's bound)"
     )
+    return _finish(fig, title, handles, spare)
+
+
+# ------------------------------------------------------------------------ 10. residuals against label information
+
+#: The label-information orders as drawn by the residuals figure: (column, name, colour).
+INFORMATION_ORDERS = (
+    ("first_order_excess", "first-order label information (class means)", "#555555"),
+    ("second_order_excess", "second-order label information (class covariances)", "#bbbbbb"),
+)
+
+
+def _residual_note(summary: pd.DataFrame, dataset: str, arch: str, labels: str) -> str:
+    """One line of a residual panel: the group's fit r and the Spearman correlations of the squared residual with
+    both orders of label information, with their permutation p."""
+    row = summary[(summary["level"] == "group") & (summary["dataset"] == dataset) & (summary["arch"] == arch)
+                  & (summary["labels"] == labels)]  # fmt: skip
+    if row.empty:
+        return ""
+    row = row.iloc[0]
+    if row.get("reason"):
+        return f"{labels}: r = {row['fit_correlation']:.3f}; {row['reason']}"
+    return (f"{labels}: r = {row['fit_correlation']:.3f}, ρ(r², I1) = {row['first_order_spearman']:+.2f} "
+            f"(p {row['first_order_spearman_p']:.3f}), ρ(r², I2) = {row['second_order_spearman']:+.2f} "
+            f"(p {row['second_order_spearman_p']:.3f})")  # fmt: skip
+
+
+@_styled
+def plot_residuals(residuals: pd.DataFrame, summary: pd.DataFrame) -> Figure:
+    """Per dataset and architecture: the residual of the final W - W0 profile against its one-parameter formula fit
+    (both at unit norm) per component, mean over seeds with a min–max band, for true and random labels, above the
+    components' label information of both orders (excess over the null, nats per patch; bars, right axis); the
+    groups' Spearman correlations of the squared residual with the information in the title (firstlayer.residuals).
+    """
+    if residuals.empty:
+        return _empty_figure("no trained W − W0 profiles with a formula fit in this run")
+    families = sorted(residuals[["dataset", "arch"]].drop_duplicates().itertuples(index=False, name=None))
+    fig, axes, spare = _panel_axes(len(families), ncols=2, width=6.2, height=3.6)
+    conditions = _ordered(residuals["labels"], LABEL_ORDER)
+    for ax, (dataset, arch) in zip(axes, families, strict=True):
+        here = residuals[(residuals["dataset"] == dataset) & (residuals["arch"] == arch)]
+        info = here.groupby("component")[[c for c, _, _ in INFORMATION_ORDERS]].first()
+        twin = ax.twinx()
+        width = 0.4
+        for i, (column, _, colour) in enumerate(INFORMATION_ORDERS):
+            twin.bar(info.index + (i - 0.5) * width, info[column].fillna(0.0), width=width, color=colour, alpha=0.8,
+                     lw=0, zorder=1)  # fmt: skip
+        twin.set_ylabel("label information excess\n(nats per patch)", fontsize=8)
+        twin.grid(False)
+        ax.set_zorder(twin.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        notes = []
+        for labels in conditions:
+            rows = here[here["labels"] == labels]
+            band = rows.groupby("component")["residual"].agg(["mean", "min", "max"])
+            colour = _label_colour(labels)
+            ax.fill_between(band.index, band["min"], band["max"], color=colour, alpha=0.2, lw=0)
+            ax.plot(band.index, band["mean"], "o-", ms=2.5, lw=1.3, color=colour)
+            notes.append(_residual_note(summary, dataset, arch, labels))
+        ax.axhline(0.0, color="black", lw=0.8)
+        k, d = int(here["kernel_size"].iloc[0]), int(here["component"].max())
+        ax.set_title(_family_title(dataset, arch, k, d) + "\n" + "\n".join(n for n in notes if n), fontsize=8)
+        ax.set_xlabel(COMPONENT_LABEL)
+        ax.set_ylabel("residual: measured − formula\n(both at unit norm)")
+    handles = [Line2D([], [], color=_label_colour(lab), marker="o", ms=3, lw=1.3, label=_label_name(lab))
+               for lab in conditions]  # fmt: skip
+    handles += [Patch(color=colour, alpha=0.8, label=name) for _, name, colour in INFORMATION_ORDERS]
+    title = ("Where the final W − W0 profile leaves the one-parameter formula, against the components' label "
+             "information\n(line: mean residual over seeds, band: min–max; ρ: Spearman of the squared residual with "
+             "the information, p: permutation)")  # fmt: skip
     return _finish(fig, title, handles, spare)

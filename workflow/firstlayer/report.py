@@ -22,6 +22,7 @@ table { border-collapse: collapse; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.35em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 td.yes { background: #e5f5e0; } td.no { background: #fde0dd; } td.not-run { background: #f0f0f0; color: #666; }
+td.undecided, td.not-informative { background: #fff7d6; } td.not-applicable { background: #f0f0f0; color: #666; }
 pre { background: #f7f7f7; border: 1px solid #ddd; padding: 1em; font-size: 0.85em; overflow-x: auto; }
 """
 
@@ -35,7 +36,7 @@ def html_page(title: str, body: str) -> str:
 
 
 def holds_cell(value: Any) -> tuple[str, str]:
-    """A claim's 'holds' value as (text, CSS class): yes, no, or not run (``replication.verdict``)."""
+    """A row's 'holds' or verdict word as (text, CSS class): a ``replication.VERDICTS`` word."""
     text = verdict(value)
     return text, text.replace(" ", "-")
 
@@ -48,15 +49,16 @@ def replication_html(table: pd.DataFrame) -> str:
         raise ValueError(f"replication table lacks columns {missing}")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in REPLICATION_COLUMNS)
     body = []
-    for row in table.itertuples(index=False):
-        text, css = holds_cell(row.holds)
+    words = table["verdict"] if "verdict" in table else table["holds"]
+    for row, word in zip(table.itertuples(index=False), words, strict=True):
+        text, css = holds_cell(word)
         cells = "".join(f"<td>{html.escape(str(getattr(row, c)))}</td>" for c in REPLICATION_COLUMNS[:-1])
         body.append(f'<tr>{cells}<td class="{css}">{text}</td></tr>')
-    held = sum(holds_cell(v)[0] == "yes" for v in table["holds"])
-    tested = sum(holds_cell(v)[0] != "not run" for v in table["holds"])
+    said = [holds_cell(v)[0] for v in words]
+    held, failed = said.count("yes"), said.count("no")
     intro = (
-        f"<p>{held} of {tested} tested claims hold on this run ({len(table) - tested} not run by this grid). "
-        "Every number comes from the run's tables.</p>"
+        f"<p>{held} of {held + failed} decided rows hold on this run; {len(said) - held - failed} rows are undecided, "
+        "not informative, not applicable or not run by this grid. Every number comes from the run's tables.</p>"
     )
     table_html = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
     return html_page("Replication of Chowers & Weiss (ICML 2023) on this run", intro + "\n" + table_html)

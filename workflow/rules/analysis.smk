@@ -1,6 +1,7 @@
 # On a cluster these take seconds: they run beside Snakemake instead of as cluster jobs (workflow/profiles/slurm).
 localrules:
     collect_metrics,
+    regime,
     consistency,
     matched_tau,
     whitening,
@@ -25,9 +26,33 @@ rule collect_metrics:
         "../scripts/collect_tables.py"
 
 
+# Each snapshot's regime: a pair of profiles informs a claim only where neither sits in a limit of the formula,
+# which every network shares (docs/method.md, When a comparison can say no).
+rule regime:
+    input:
+        energy="results/tables/energy.parquet",
+        fits="results/tables/fits.parquet",
+    output:
+        regimes="results/tables/regime.parquet",
+        nulls="results/tables/regime_null.parquet",
+        controls="results/tables/negative_control.parquet",
+    log:
+        "results/logs/regime.log",
+    benchmark:
+        "results/benchmarks/regime.tsv"
+    conda:
+        "../../envs/firstlayer.yaml"
+    params:
+        code=code("regime"),
+        analysis=lambda wildcards: config["analysis"],
+    script:
+        "../scripts/regime.py"
+
+
 rule consistency:
     input:
         energy="results/tables/energy.parquet",
+        regimes="results/tables/regime.parquet",
     output:
         pairs="results/tables/consistency.parquet",
         summary="results/tables/consistency_summary.parquet",
@@ -42,6 +67,7 @@ rule consistency:
         code=code("consistency"),
         analysis=lambda wildcards: config["analysis"],
         with_pretrained=lambda wildcards: config["pretrained"]["in_consistency"],
+        architectures=lambda wildcards: architectures(),
     script:
         "../scripts/consistency.py"
 
@@ -53,6 +79,7 @@ rule matched_tau:
         energy="results/tables/energy.parquet",
         fits="results/tables/fits.parquet",
         pairs="results/tables/consistency.parquet",
+        regimes="results/tables/regime.parquet",
     output:
         matched="results/tables/matched_tau.parquet",
         summary="results/tables/matched_tau_summary.parquet",
@@ -119,7 +146,10 @@ rule replication:
         check="results/tables/linear_check_summary.parquet",
         label_summary="results/tables/label_information_summary.parquet",
         matched="results/tables/matched_tau.parquet",
-        matched_summary="results/tables/matched_tau_summary.parquet",
+        regimes="results/tables/regime.parquet",
+        nulls="results/tables/regime_null.parquet",
+        controls="results/tables/negative_control.parquet",
+        gaussian="results/tables/label_information_gaussian_summary.parquet",
     output:
         parquet="results/tables/replication.parquet",
         markdown="results/tables/replication.md",
@@ -131,5 +161,6 @@ rule replication:
         "../../envs/firstlayer.yaml"
     params:
         code=code("replication"),
+        analysis=lambda wildcards: config["analysis"],
     script:
         "../scripts/replication.py"

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from firstlayer.codehash import canonical, code_hash
 from firstlayer.config import (
+    architecture_entries,
     ConfigError,
     iter_datasets,
     kernel_sizes,
@@ -91,8 +92,11 @@ def all_outputs(wildcards):
                 "label_information",
                 "label_information_gaussian",
                 "label_information_gaussian_summary",
+                "residuals",
+                "residual_summary",
             ],
         ),
+        *expand("results/figures/residuals.{ext}", ext=["png", "svg"]),
         *pretrained_paths(),
     ]
 
@@ -102,6 +106,11 @@ def code(script):
     the script's rules: editing that code reruns their jobs, editing other modules does not.
     """
     return code_hash(f"{PACKAGE_ROOT}/scripts/{script}.py")
+
+
+def architectures():
+    """Every architecture's entry with the schema's defaults: what two architectures differ in names their relation."""
+    return architecture_entries(config)
 
 
 def dataset_spec(wildcards):

@@ -16,11 +16,15 @@ with job_log(snakemake.log[0]):
         frozen=tables["frozen"],
         check=tables["check"],
         label_info=tables["label_summary"],
-        matched_summary=tables["matched_summary"],
         matched=tables["matched"],
         accuracy=tables["accuracy"],
+        regimes=tables["regimes"],
+        nulls=tables["nulls"],
+        controls=tables["controls"],
+        gaussian=tables["gaussian"],
+        analysis=snakemake.params.analysis,
     )
-    mark = stamp(snakemake.rule, snakemake.params.code, {}, tables.values())
+    mark = stamp(snakemake.rule, snakemake.params.code, {"analysis": snakemake.params.analysis}, tables.values())
     write_table(table.astype({"holds": "object"}), snakemake.output.parquet, mark)
     markdown = to_markdown(table)
     title = "# Replication of Chowers & Weiss (ICML 2023) on this run\n\n"
