@@ -129,6 +129,14 @@ def test_embedded_texture_labels():
     assert config_images(config) == (36, 18, 16)
 
 
+def test_config_counts_the_images_a_polarity_dataset_makes():
+    """Every source crop is in both classes: the images of a split are 2 x its per-class count, whatever the photos."""
+    spec = {"source": "embedded", "labels": "polarity", "photos": SMALL["photos"], "train_per_class": 8,
+            "test_per_class": 4, "image_size": 16}  # fmt: skip
+    ds = D.make_embedded_dataset(**{k: v for k, v in spec.items() if k != "source"})
+    assert config_images(spec) == (len(ds.split("train")[0]), len(ds.split("test")[0]), 16) == (16, 8, 16)
+
+
 def test_schema_lists_every_embedded_labelling():
     from firstlayer.config import load_schema
 

@@ -270,7 +270,7 @@ def test_claim_overview_counts_undecided_rows():
     assert list(overview.columns) == ["holds", "fails", "undecided", "not run", "verdict"]
     seeds = overview.loc["seeds agree"]
     assert (seeds["holds"], seeds["fails"], seeds["undecided"], seeds["not run"]) == (1, 0, 2, 0)
-    assert seeds["verdict"] == "yes"  # every decided row holds; the undecided ones are counted beside it
+    assert seeds["verdict"] == "yes where decided"  # every decided row holds; undecided ones could still fail
     assert overview.loc["labels agree", "verdict"] == "undecided" and overview.loc["labels agree", "undecided"] == 2
     assert overview.loc["flatter", "verdict"] == "not run" and overview.loc["flatter", "not run"] == 1
     assert overview.loc["frozen", "verdict"] == "not run" and overview.loc["fits", "verdict"] == "no"
@@ -290,7 +290,7 @@ def test_a_record_reads_back_every_verdict_word(tmp_path: Path):
     assert claim_overview(table).set_index("claim").loc["seeds agree", "undecided"] == 2
     summary = read_markdown_table(verdict_summary([path], tmp_path)).set_index("claim")
     column = summary.columns[0]
-    assert summary.loc["seeds agree", column] == "yes, 1 of 1 rows hold, 2 undecided"
+    assert summary.loc["seeds agree", column] == "yes where decided, 1 of 1 rows hold, 2 undecided"
     assert summary.loc["labels agree", column] == "undecided" and summary.loc["flatter", column] == "not run"
     assert summary.loc["fits", column] == "no, 0 of 1 rows hold"
     with pytest.raises(ValueError, match="'holds' has \\['maybe'\\]"):

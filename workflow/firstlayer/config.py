@@ -492,12 +492,13 @@ def image_side(spec: Mapping[str, Any]) -> int:
 def config_images(spec: Mapping[str, Any]) -> tuple[int, int, int] | None:
     """(training images, test images, image side) as a dataset's config entry fixes them; None for an image folder
     (its size is known once it is read)."""
-    from firstlayer.datasets import EMBEDDED_PHOTOS, ROTATION_CLASSES
+    from firstlayer.datasets import EMBEDDED_PHOTOS, POLARITY_CLASSES, ROTATION_CLASSES
 
     side = image_side(spec)
     if spec["source"] == "embedded":
         photos = len(spec.get("photos") or EMBEDDED_PHOTOS)
-        classes = len(ROTATION_CLASSES) if spec["labels"] == "rotation" else photos  # photo, texture: one per photo
+        # photo, texture: one class per photo; rotation and polarity: their own classes
+        classes = {"rotation": len(ROTATION_CLASSES), "polarity": len(POLARITY_CLASSES)}.get(spec["labels"], photos)
         return classes * spec["train_per_class"], classes * spec["test_per_class"], side
     if spec["source"] in ("cifar10", "cifar100"):
         return spec.get("max_train") or 50_000, spec.get("max_test") or 10_000, side

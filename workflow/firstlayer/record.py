@@ -107,14 +107,19 @@ def gaussian_table(gaussian: pd.DataFrame) -> pd.DataFrame:
 def claim_overview(table: pd.DataFrame) -> pd.DataFrame:
     """Per claim of a replication table (in its order): rows that hold, fail, are undecided (undecided or not
     informative) and were not run (or not applicable), and a verdict: 'yes' (every decided row holds), 'no' (none
-    does), 'partly', or, with no decided row, 'undecided' or 'not run'."""
+    does), either with ' where decided' when rows are undecided, 'partly', or, with no decided row, 'undecided' or
+    'not run'."""
     rows = []
     for claim, g in table.groupby("claim", sort=False):
         held = [verdict(v) for v in (g["verdict"] if "verdict" in g else g["holds"])]
         yes, no = held.count("yes"), held.count("no")
         open_ = held.count("undecided") + held.count("not informative")
-        overall = ("undecided" if open_ else "not run") if yes + no == 0 else "yes" if no == 0 else "no" if yes == 0 \
-            else "partly"  # fmt: skip
+        if yes + no == 0:
+            overall = "undecided" if open_ else "not run"
+        elif no == 0 or yes == 0:  # one-sided: say so when undecided rows could still go the other way
+            overall = ("yes" if no == 0 else "no") + (" where decided" if open_ else "")
+        else:
+            overall = "partly"
         rows.append({"claim": claim, "holds": yes, "fails": no, "undecided": open_,
                      "not run": len(g) - yes - no - open_, "verdict": overall})  # fmt: skip
     return pd.DataFrame(rows)
