@@ -139,6 +139,14 @@ def _record_row(name: str, paper: str, condition: str, crit: str, mean: float, n
                 mean if n else np.nan, crit, holds)  # fmt: skip
 
 
+def _record_matched_row(name: str, paper: str, condition: str, crit: str, mm: pd.DataFrame) -> dict:
+    """``_record_row`` at matched tau before CHANGED: the pairs of runs ``mm`` whose nearest snapshots are within
+    OLD_MATCHED_TAU_TOLERANCE, whatever their regime."""
+    hit = mm[mm["log_tau_distance"].le(OLD_MATCHED_TAU_TOLERANCE)]
+    mean = float(hit["correlation"].mean()) if len(hit) else np.nan
+    return _record_row(name, paper, f"{condition}, at matched tau", crit, mean, len(hit), "matched pairs")
+
+
 #: The agreement relations of the replication table: relation -> (claim, plural of what differs).
 RELATIONS = {
     "seed": "seeds",
@@ -188,10 +196,7 @@ def consistency_rows(
             record.append(_record_row(name, paper, condition, old, float(r["mean"]), int(r["n"]), "pairs"))
             mm = m[(m.relation == rel) & ((m.arch_a == arch) if arch != "(mixed)" else (m.arch_a != m.arch_b))]
             rows.append(_matched_row(name, paper, condition, crit_matched, mm, control, float(r["mean"]), analysis))
-            hit = mm[mm["log_tau_distance"].le(OLD_MATCHED_TAU_TOLERANCE)]
-            record.append(_record_row(name, paper, f"{condition}, at matched tau", old_matched,
-                                      float(hit["correlation"].mean()) if len(hit) else np.nan, len(hit),
-                                      "matched pairs"))  # fmt: skip
+            record.append(_record_matched_row(name, paper, condition, old_matched, mm))
     label, label_record = _label_rows(p, m, controls, label_info, gaussian, accuracy, paper, analysis)
     return [*rows, *label, *_init_rows(summary)], [*record, *label_record]
 
@@ -328,10 +333,7 @@ def _label_rows(
         record.append(_record_row(name, paper, condition, old, mean, len(g), "pairs"))
         mm = lab_matched[(lab_matched.dataset_a == dataset) & (lab_matched.arch_a == arch)]
         rows.append(_matched_row(name, paper, condition, crit_matched, mm, control, mean, analysis))
-        hit = mm[mm["log_tau_distance"].le(OLD_MATCHED_TAU_TOLERANCE)]
-        record.append(_record_row(name, paper, f"{condition}, at matched tau", old_matched,
-                                  float(hit["correlation"].mean()) if len(hit) else np.nan, len(hit),
-                                  "matched pairs"))  # fmt: skip
+        record.append(_record_matched_row(name, paper, condition, old_matched, mm))
     return rows, record
 
 
