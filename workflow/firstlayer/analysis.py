@@ -160,11 +160,11 @@ def consistency_summary(
     rng = np.random.default_rng(seed)
     rows = []
     for (kind, rel, arch), g in pairs.groupby(["kind", "relation", "arch"], sort=True):
-        row = {"kind": kind, "relation": rel, "arch": arch, **_pair_statistics(g, n_boot, confidence, rng)}
+        row = {"kind": kind, "relation": rel, "arch": arch, **pair_statistics(g, n_boot, confidence, rng)}
         row |= {f"{name}_mean": _mean_of(g, f"{name}_correlation") for name in ("rank", "log")}
         if "informative" in g:
             judged = g[g["informative"].fillna(False).astype(bool)]
-            stats = _pair_statistics(judged, n_boot, confidence, rng) if len(judged) else _NO_PAIRS
+            stats = pair_statistics(judged, n_boot, confidence, rng) if len(judged) else _NO_PAIRS
             row |= {f"informative_{k}": v for k, v in stats.items() if k not in ("confidence", "n_boot")}
             row["null_r"] = float(g["null_r"].mean()) if g["null_r"].notna().any() else np.nan
         rows.append(row)
@@ -176,7 +176,7 @@ def consistency_summary(
 _NO_PAIRS = {"n": 0, "n_seeds": 0, **dict.fromkeys(("mean", "ci_low", "ci_high", "min", "max"), np.nan)}
 
 
-def _pair_statistics(g: pd.DataFrame, n_boot: int, confidence: float, rng: np.random.Generator) -> dict:
+def pair_statistics(g: pd.DataFrame, n_boot: int, confidence: float, rng: np.random.Generator) -> dict:
     """One group of pairs -> n, n seeds, mean, bootstrap interval over seeds (``bootstrap_mean``), min, max."""
     values = g["correlation"].to_numpy(np.float64)
     boots = bootstrap_mean(values, g["seed_a"].to_numpy(), g["seed_b"].to_numpy(), n_boot, rng)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from firstlayer.analysis import HIGH, RUN_KEYS, bootstrap_mean, consistency_summary, last_step
+from firstlayer.analysis import HIGH, RUN_KEYS, consistency_summary, last_step, pair_statistics
 
 #: Frozen first layer: "comparable accuracy" means within this many accuracy points of full training.
 ACCURACY_MARGIN = 0.05
@@ -477,15 +477,10 @@ def _fit_agreement(g: pd.DataFrame, regimes: pd.DataFrame, nulls: pd.DataFrame, 
     reg = g.drop(columns="filters", errors="ignore").merge(regimes[[*keys, "regime", "filters"]], on=keys, how="left")
     judged = reg[reg["regime"] == "informative"]
     null = reg.merge(nulls, on=["dataset", "kernel_size", "filters"], how="left")["null_fit_r_median"].mean()
-    stats: dict = {"n": len(judged)}
-    if len(judged):
-        values = judged["correlation"].to_numpy(np.float64)
-        seeds = judged["seed"].to_numpy()
-        rng = np.random.default_rng(0)
-        boots = bootstrap_mean(values, seeds, seeds, analysis["bootstrap"], rng)
-        c = analysis["confidence"]
-        lo, hi = np.nanquantile(boots, [(1 - c) / 2, (1 + c) / 2])
-        stats |= {"mean": float(values.mean()), "ci_low": float(lo), "ci_high": float(hi)}
+    stats: dict = {"n": 0}
+    if len(judged):  # one run is a pair of a seed with itself: its weight is its seed's count in a resample
+        runs = judged.assign(seed_a=judged["seed"], seed_b=judged["seed"])
+        stats = pair_statistics(runs, analysis["bootstrap"], analysis["confidence"], np.random.default_rng(0))
     word, why = judge(stats, len(g), None, threshold)
     n = stats["n"]
     head = (f"r = {stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}] over {n} informative of "
