@@ -26,6 +26,7 @@ from firstlayer.record import (
     scale_line,
     training_reached,
     update_readme,
+    verdict_cell,
     verdict_summary,
     write_record,
 )
@@ -312,3 +313,16 @@ def test_the_scale_line_says_the_arithmetic_and_the_papers_scale():
     text = record_markdown("r", "snakemake", "abc", "2 cores, no GPU", 60.0,
                            {**run_tables(), "metrics": metrics.assign(precision="bfloat16")}, "| t |\n")  # fmt: skip
     assert "- scale: 1 dataset(s) as configured, on a CPU; layers above the first in bfloat16" in text
+
+
+def test_a_failing_second_order_row_is_named_by_its_i2_and_other_rows_by_their_first_clause():
+    second = "the dataset's labels carry no class-covariance information (second order)"
+    measured = "k = 3: I1 = 0.671 nats (null 0.0046), I2 = 8.48 (null 0.12, z = 308), k = 5: I1 = 0.01 nats"
+    rows = pd.DataFrame([
+        {"claim": second, "condition": "dataset photos", "measured": measured, "holds": False, "verdict": "no"},
+        {"claim": second, "condition": "dataset polarity", "measured": "k = 3: I1 = 1e-06 nats (null 1.5e-05), "
+         "I2 = 1e-12 (null 0.0075, z = -2)", "holds": True, "verdict": "yes"},
+    ])  # fmt: skip
+    assert verdict_cell(rows).endswith("fails: dataset photos (k = 3: I2 = 8.48 nats)")
+    seeds = rows.assign(claim="seeds agree", measured="r = 0.80 [0.7, 0.9] over 3 informative of 3 pairs; null")
+    assert verdict_cell(seeds).endswith("fails: dataset photos (r = 0.80)")

@@ -312,9 +312,12 @@ def read_record(text: str) -> dict:
     return {**header.groupdict(), "replication": table}
 
 
-def _headline(measured: str) -> str:
-    """A row's measurement without its context: up to the first ';', without intervals and counts."""
-    return re.split(r" \[| \(", measured.split(";", 1)[0].strip(), maxsplit=1)[0]
+def _headline(measured: str, claim: str = "") -> str:
+    """A row's measurement without its context: up to the first ';', without intervals and counts. A second-order
+    row names I1 before I2; its headline is the I2 its verdict rests on."""
+    first = measured.split(";", 1)[0].strip()
+    i2 = re.match(r"(k = \d+): .*?(I2 = [^ ,]+)", first) if "(second order)" in claim else None
+    return f"{i2[1]}: {i2[2]} nats" if i2 else re.split(r" \[| \(", first, maxsplit=1)[0]
 
 
 def verdict_cell(rows: pd.DataFrame) -> str:
@@ -333,7 +336,9 @@ def verdict_cell(rows: pd.DataFrame) -> str:
         text += f", {overview['not run']} not run"
     failing = rows[rows["holds"].map(lambda h: h is False)]
     if 0 < len(failing) <= LISTED_FAILS and overview["holds"]:
-        text += "; fails: " + "; ".join(f"{r.condition} ({_headline(r.measured)})" for r in failing.itertuples())
+        text += "; fails: " + "; ".join(
+            f"{r.condition} ({_headline(r.measured, r.claim)})" for r in failing.itertuples()
+        )
     return text
 
 
