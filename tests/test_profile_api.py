@@ -113,7 +113,7 @@ def test_presets_are_the_default_experiments_datasets() -> None:
     assert set(datasets) <= set(EMBEDDED_PRESETS)
     for name, spec in datasets.items():
         assert spec == {"source": "embedded", **EMBEDDED_PRESETS[name]}, name
-    assert EMBEDDED_PRESETS["rotations"]["labels"] == "rotation"  # kept available beside the default's two
+    assert EMBEDDED_PRESETS["rotations"]["labels"] == "rotation"  # kept available beside the default's datasets
 
 
 def direct_profile(weight: torch.Tensor, images: np.ndarray, mean, std) -> tuple[np.ndarray, np.ndarray]:
@@ -210,10 +210,13 @@ def test_data_forms(tmp_path: Path, dataset) -> None:
             Image.fromarray(train_images[i].transpose(1, 2, 0)).save(tmp_path / "folder" / label / f"{i}.png")
     folder = load_images(str(tmp_path / "folder"), image_size=16)
     assert folder.images.shape[1:] == (3, 16, 16) and folder.num_classes == 2
-    with pytest.raises(DatasetError, match=r"unknown embedded dataset 'cifar'; allowed: photos, textures, rotations"):
+    with pytest.raises(
+        DatasetError, match=r"unknown embedded dataset 'cifar'; allowed: photos, textures, polarity, rotations"
+    ):
         load_images("embedded:cifar")
     with pytest.raises(
-        DatasetError, match=r"is neither embedded:photos, embedded:textures, embedded:rotations nor an existing folder"
+        DatasetError,
+        match=r"is neither embedded:photos, embedded:textures, embedded:polarity, embedded:rotations nor an existing",
     ):
         load_images(tmp_path / "nowhere")
     with pytest.raises(DatasetError, match=r"must be \(N, 3, H, W\) uint8, got float32"):

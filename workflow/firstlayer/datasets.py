@@ -504,6 +504,7 @@ def make_embedded_dataset(
 EMBEDDED_PRESETS: dict[str, dict[str, Any]] = {
     "photos": {"labels": "photo", "train_per_class": 256, "test_per_class": 64, "seed": 0},
     "textures": {"labels": "texture", "train_per_class": 256, "test_per_class": 64, "seed": 2},
+    "polarity": {"labels": "polarity", "train_per_class": 2560, "test_per_class": 640, "seed": 2},
     "rotations": {"labels": "rotation", "train_per_class": 512, "test_per_class": 128, "seed": 1},
 }
 
