@@ -22,16 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from firstlayer.datasets import channel_stats, make_embedded_dataset
+from firstlayer.datasets import EMBEDDED_PRESETS, channel_stats, make_embedded_dataset
 from firstlayer.label_information import label_information_frames
 from firstlayer.settings import TrainSettings
 from firstlayer.train import train_seeds
 
-#: polarity: the same 256 train and 64 test source crops per photo as `textures`, each in both classes.
-DATASETS = {
-    "polarity": {"labels": "polarity", "train_per_class": 2560, "test_per_class": 640, "seed": 2},
-    "textures": {"labels": "texture", "train_per_class": 256, "test_per_class": 64, "seed": 2},
-}
+#: The default's presets: polarity's source crops are the 256 train and 64 test crops per photo of `textures`, each
+#: in both classes.
+DATASETS = {name: EMBEDDED_PRESETS[name] for name in ("polarity", "textures")}
 #: config.yaml's architecture entries (kernel size, width, batch, SGD with momentum 0.9, lr).
 ARCHS = {
     "small_cnn": {"model": "small_cnn", "k": 3, "width": 32, "batch": 64, "lr": 0.02},
