@@ -173,9 +173,9 @@ def test_every_cluster_job_ran_as_a_slurm_job(runs: dict, slurm: dict[str, str])
     local = local_rules()
     planned = {job for job in plan if job[0] not in local}
     planned_local = plan - planned
-    assert {rule for rule, _ in planned} >= {"prepare_dataset", "patch_shard", "patch_pca", "train", "energy_profile"}
-    assert {"collect_energy", "fit_formula", "all"} <= {rule for rule, _ in planned_local}
-    # the small aggregation and figure jobs ran beside Snakemake
+    assert {rule for rule, _ in planned} >= {"prepare_dataset", "patch_shard", "patch_pca", "train"}
+    assert {"energy_profile", "collect_energy", "fit_formula", "all"} <= {rule for rule, _ in planned_local}
+    # the energy profiles, small aggregation and figure jobs ran beside Snakemake
     _, ran_local = announced_jobs(runs["output"], indented=False)
     assert ran_local == planned_local
     jobs = sacct(slurm)
@@ -186,7 +186,7 @@ def test_every_cluster_job_ran_as_a_slurm_job(runs: dict, slurm: dict[str, str])
         [log] = (runs["slurm"] / ".snakemake" / "slurm_logs").rglob(f"{job_id}.log")
         ran.update(announced_jobs(log.read_text())[0] | announced_jobs(log.read_text())[1])
     assert ran == Counter(planned)
-    # grouping: a PCA's shards and their sum, and the energy profiles, ran as a few SLURM jobs
+    # grouping: a PCA's shards, their sum and its label information ran as one SLURM job
     assert len(jobs) < len(planned)
     assert jobs.Comment.str.contains("patch_shard").sum() < sum(rule == "patch_shard" for rule, _ in planned)
     print(f"{len(planned)} cluster jobs as {len(jobs)} SLURM jobs, {len(planned_local)} local:")

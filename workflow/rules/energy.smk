@@ -1,5 +1,8 @@
 # On a cluster these take seconds: they run beside Snakemake instead of as cluster jobs (workflow/profiles/slurm).
+# Not a group of cluster jobs: Snakemake re-forms group-components chunks when a checkpoint (prepare_dataset)
+# completes and can then submit a running chunk's profiles a second time.
 localrules:
+    energy_profile,
     collect_energy,
 
 
@@ -15,9 +18,6 @@ rule energy_profile:
         "results/logs/energy_profile/{dataset}/{arch}/{labels}/seed{seeds}.log",
     benchmark:
         "results/benchmarks/energy_profile/{dataset}/{arch}/{labels}/seed{seeds}.tsv"
-    # on a cluster, many profiles run as one job (--group-components in workflow/profiles/slurm)
-    group:
-        "energy"
     conda:
         "../../envs/firstlayer.yaml"
     params:
